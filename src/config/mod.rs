@@ -1,0 +1,212 @@
+//! The configuration file: the only code that reads it.
+//!
+//! Loading is two steps, after ripgrep's `LowArgs` -> `HiArgs`: the TOML is deserialized
+//! strictly into raw types (`raw.rs`, unknown keys rejected, positions kept), then validated
+//! into the typed values below (`validate.rs`). Everything else in the crate only ever sees a
+//! validated [`Config`].
+
+mod duration;
+mod error;
+mod pattern;
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+pub use error::ConfigError;
+pub use pattern::BranchPattern;
+
+use crate::url::RemoteUrl;
+
+/// Where the configuration file is looked for when neither `--config` nor
+/// `$PUSHMIRROR_CONFIG` names one.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/pushmirror/pushmirror.toml";
+
+/// A whole, validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (absolute).
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    /// In file order; names are unique.
+    pub mirrors: Vec<Mirror>,
+    /// Things that are allowed but worth changing (e.g. credentials embedded in a URL);
+    /// `check-config` prints them.
+    pub warnings: Vec<String>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Status, durable queue and spool live here. Default `/var/lib/pushmirror`.
+    pub state_dir: PathBuf,
+    /// The control socket. Default `<state_dir>/control.sock`.
+    pub socket: PathBuf,
+    /// Group allowed to use the socket (mode 0660); none means the daemon's own group.
+    pub socket_group: Option<String>,
+    /// Concurrent updates across all mirrors. Default 4, at least 1.
+    pub max_parallel_pushes: usize,
+    /// `log_format = "text" | "json"`; default text.
+    pub log_format: LogFormat,
+    /// `git_config = "isolated" | "inherit"`: whether git children may read the user's and the
+    /// system's git configuration. Default isolated.
+    pub git_config: GitConfigPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitConfigPolicy {
+    /// `GIT_CONFIG_NOSYSTEM=1`, `GIT_CONFIG_GLOBAL=/dev/null`: nothing leaks in.
+    Isolated,
+    /// The operator opted in to the user's and system's git configuration.
+    Inherit,
+}
+
+/// A mirror's name: `[A-Za-z0-9._-]+`, unique in the file. Also used as a file name under
+/// `state_dir`, which is why the alphabet is so narrow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MirrorName(String);
+
+impl MirrorName {
+    /// Returns the name if it is non-empty, at most 128 characters, and only `[A-Za-z0-9._-]`,
+    /// and is not `.` or `..`.
+    pub fn new(name: &str) -> Option<MirrorName> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name != "."
+            && name != ".."
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        ok.then(|| MirrorName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MirrorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which branches a mirror carries. Tags always pass whatever the filter.
+#[derive(Debug, Clone)]
+pub enum BranchFilter {
+    /// Every branch (neither `only_protected_branches` nor `mirror_branch_regex`).
+    All,
+    /// `only_protected_branches = true` with an explicit `protected_branches` list.
+    /// An empty list means no branches at all.
+    Protected(Vec<BranchPattern>),
+    /// `only_protected_branches = true` without `protected_branches`: the repository's default
+    /// branch, resolved at each update.
+    DefaultBranch,
+    /// `mirror_branch_regex`, matched against the branch name without `refs/heads/`.
+    Regex(regex::Regex),
+}
+
+/// What happens to refs that exist only on the remote (`prune`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// GitLab's rule: delete only if the remote commit is reachable from the local default branch.
+    Merged,
+    /// Delete every remote-only ref that passes the filter.
+    All,
+    /// Delete nothing.
+    None,
+}
+
+/// Where a mirror's password or token comes from. The secret itself is read at update time,
+/// so a rotated token file is picked up without a reload.
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    None,
+    /// `password_file`, absolute after resolution against the config file's directory.
+    File(PathBuf),
+    /// `password_env`: the name of an environment variable of the daemon.
+    Env(String),
+    /// Embedded in the URL (`https://user:token@host/...`); the secret lives in the
+    /// [`RemoteUrl`].
+    Url,
+}
+
+/// One validated `[[mirror]]`, with `[defaults]` applied.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub name: MirrorName,
+    /// The local bare repository (absolute).
+    pub repo: PathBuf,
+    /// The remote, credentials split off. An unsupported scheme is kept here and reported by
+    /// the update, so that one bad mirror does not stop the others.
+    pub url: RemoteUrl,
+    pub enabled: bool,
+    pub branches: BranchFilter,
+    pub keep_divergent_refs: bool,
+    pub prune: Prune,
+    /// HTTP(S) user name: `username`, else the one embedded in the URL.
+    pub username: Option<String>,
+    pub password: PasswordSource,
+    /// The window for mirrors of all branches (`delay`, default 5m).
+    pub delay: Duration,
+    /// The window for `only_protected_branches` mirrors (`protected_delay`, default 1m).
+    pub protected_delay: Duration,
+    /// Retries of a transient failure before `failed` (default 3).
+    pub retries: u32,
+    /// Longest an update may run; `None` means 1h, or 3h for a first sync.
+    pub timeout: Option<Duration>,
+    /// Most refs in one `git push` (default 10000); more are split into several pushes.
+    pub refs_per_push: usize,
+}
+
+impl Mirror {
+    /// Returns the update window W of SPEC section 4.
+    pub fn window(&self) -> Duration {
+        match self.branches {
+            BranchFilter::Protected(_) | BranchFilter::DefaultBranch => self.protected_delay,
+            BranchFilter::All | BranchFilter::Regex(_) => self.delay,
+        }
+    }
+
+    /// Returns the timeout of an update, given whether the mirror ever finished one.
+    pub fn timeout_for(&self, first_sync: bool) -> Duration {
+        const INCREMENTAL: Duration = Duration::from_secs(3600);
+        const FIRST: Duration = Duration::from_secs(3 * 3600);
+        match self.timeout {
+            Some(t) => t,
+            None if first_sync => FIRST,
+            None => INCREMENTAL,
+        }
+    }
+}
+
+impl Config {
+    /// Returns the path given by `--config`, else `$PUSHMIRROR_CONFIG`, else the default.
+    pub fn locate(cli: Option<&Path>) -> PathBuf {
+        if let Some(path) = cli {
+            return path.to_owned();
+        }
+        match std::env::var_os("PUSHMIRROR_CONFIG") {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        validate::load(path)
+    }
+
+    /// Returns the mirror called `name`.
+    pub fn mirror(&self, name: &str) -> Option<&Mirror> {
+        self.mirrors.iter().find(|m| m.name.as_str() == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! TODO(config helper): raw serde types

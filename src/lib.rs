@@ -1,0 +1,4 @@
+//! pushmirror: GitLab-style push mirroring for bare repositories.
+pub mod config;
+pub mod mirror;
+pub mod url;

@@ -1,0 +1,3 @@
+//! One update of one mirror.
+pub mod refdiff;
+pub mod remote;
