@@ -1,4 +1,8 @@
 //! pushmirror: GitLab-style push mirroring for bare repositories.
+pub mod cli;
 pub mod config;
+pub mod error;
+pub mod job;
 pub mod mirror;
+pub mod state;
 pub mod url;

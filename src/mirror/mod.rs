@@ -1,3 +1,403 @@
-//! One update of one mirror.
+//! One update of one mirror: read both sides, plan, push, and say what happened.
+//!
+//! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
+//! -> `remote::push` in batches -> [`UpdateReport`]. When a lease fails because the remote
+//! moved between the read and the push, the remote is read again and the plan retried once.
+//! Nothing here writes status: the caller (the daemon, or `pushmirror update`) turns the
+//! result into a `state::Ending`.
+
+pub mod credentials;
+pub mod local;
 pub mod refdiff;
 pub mod remote;
+
+use std::collections::BTreeMap;
+
+use git2::Oid;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{GitConfigPolicy, Mirror};
+use crate::mirror::credentials::CredentialError;
+use crate::mirror::local::{LocalError, LocalRepo};
+use crate::mirror::refdiff::{Plan, Policy, RefUpdate, UpdateKind};
+use crate::mirror::remote::{PushReport, RefOutcome, Remote, RemoteError};
+use crate::state::{Ending, RefCounts, RejectedRef};
+use crate::url::mask_credentials;
+
+/// Most bytes of refspecs and leases given to one `git push`, well under Linux's 2 MiB
+/// `ARG_MAX`.
+const MAX_PUSH_ARG_BYTES: usize = 1 << 20;
+
+/// How one update runs, beside the mirror's own configuration.
+#[derive(Debug, Clone)]
+pub struct UpdateContext {
+    pub git_config: GitConfigPolicy,
+    /// Cancelled on shutdown: running git children are killed.
+    pub cancel: CancellationToken,
+    /// True if the mirror never finished an update: the default timeout is then 3 h.
+    pub first_sync: bool,
+}
+
+/// What an update did. An update can return a report and still have failed: diverged or
+/// rejected refs are outcomes, not errors (see [`UpdateReport::ending`]).
+#[derive(Debug, Clone, Default)]
+pub struct UpdateReport {
+    pub counts: RefCounts,
+    /// Refs left alone because they diverged (`keep_divergent_refs`), sorted.
+    pub divergent: Vec<String>,
+    /// Refs that the remote, or git itself, refused, with the reason.
+    pub rejected: Vec<RejectedRef>,
+    /// True if every rejection was of a passing kind (a lock on the remote): worth a retry.
+    pub rejections_transient: bool,
+    /// A digest of the mirrored local refs as planned.
+    pub fingerprint: String,
+}
+
+impl UpdateReport {
+    /// Returns how this report ends the update in the status: finished, or failed with GitLab's
+    /// divergence message or the list of rejected refs.
+    pub fn ending(&self) -> Ending {
+        if self.divergent.is_empty() && self.rejected.is_empty() {
+            return Ending::Finished {
+                fingerprint: Some(self.fingerprint.clone()),
+            };
+        }
+        let mut parts = Vec::new();
+        if !self.divergent.is_empty() {
+            parts.push(refdiff::divergent_message(&self.divergent));
+        }
+        if !self.rejected.is_empty() {
+            let mut text = String::from("Some refs were rejected by the remote:\n");
+            for r in &self.rejected {
+                text.push_str(&format!("\n{} ({})", r.refname, r.reason));
+            }
+            parts.push(text);
+        }
+        Ending::Failed {
+            error: parts.join("\n\n"),
+            retry: self.divergent.is_empty() && self.rejections_transient,
+            divergent_refs: self.divergent.clone(),
+            rejected_refs: self.rejected.clone(),
+        }
+    }
+}
+
+/// Why an update could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{reason}")]
+    UnsupportedUrl { reason: String },
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("the local read of the update panicked")]
+    Panicked,
+}
+
+impl UpdateError {
+    /// Returns true for failures worth retrying with backoff.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpdateError::Remote(e) => e.is_transient(),
+            // A repository being replaced or a file system hiccup may pass.
+            UpdateError::Local(LocalError::Refs { .. }) => true,
+            UpdateError::UnsupportedUrl { .. }
+            | UpdateError::Credentials(_)
+            | UpdateError::Local(_)
+            | UpdateError::Panicked => false,
+        }
+    }
+
+    /// Returns the message with its causes (`a: b: c`), for `last_error` and logs.
+    pub fn full_message(&self) -> String {
+        crate::error::chain(self)
+    }
+
+    /// Returns how this error ends the update in the status; `retries_left` says whether a
+    /// transient failure may still be retried. Remote errors arrive scrubbed already; URLs
+    /// are masked once more here.
+    pub fn ending(&self, retries_left: bool) -> Ending {
+        Ending::Failed {
+            error: mask_credentials(&self.full_message()),
+            retry: retries_left && self.is_transient(),
+            divergent_refs: Vec::new(),
+            rejected_refs: Vec::new(),
+        }
+    }
+}
+
+/// Prepares libgit2 for this process; call once, before any thread starts.
+///
+/// libgit2 refuses repositories owned by another user unless told otherwise; the operator
+/// names each repository explicitly, as git's `safe.directory` would. Its global and system
+/// configuration search paths are emptied so that no user configuration changes local reads.
+pub fn init_libgit2() {
+    // SAFETY: called before other threads use libgit2, as these process-global setters
+    // require.
+    unsafe {
+        let _ = git2::opts::set_verify_owner_validation(false);
+        for level in [
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            let _ = git2::opts::set_search_path(level, "");
+        }
+    }
+}
+
+/// Brings `mirror`'s remote in line with its local repository, once.
+pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport, UpdateError> {
+    if let Some(reason) = mirror.url.unsupported_reason() {
+        return Err(UpdateError::UnsupportedUrl { reason });
+    }
+    let credentials = credentials::resolve(mirror)?;
+    let timeout = mirror.timeout_for(ctx.first_sync);
+    let remote = Remote {
+        git_dir: &mirror.repo,
+        url: &mirror.url,
+        credentials,
+        git_config: ctx.git_config,
+        deadline: Instant::now() + timeout,
+        cancel: ctx.cancel.clone(),
+    };
+
+    let mut report = UpdateReport {
+        rejections_transient: true,
+        ..UpdateReport::default()
+    };
+    // A second round only when a lease failed: the remote moved between read and push.
+    for round in 0..2 {
+        let remote_refs = remote.list_refs().await?.refs;
+        let (plan, default_branch, fingerprint) = plan_locally(mirror, remote_refs.clone()).await?;
+        report.fingerprint = fingerprint;
+        report.divergent = plan.divergent.clone();
+        debug!(
+            round,
+            updates = plan.updates.len(),
+            divergent = plan.divergent.len(),
+            "planned"
+        );
+        if plan.updates.is_empty() {
+            break;
+        }
+        let remote_has_branches = remote_refs.keys().any(|r| r.starts_with("refs/heads/"));
+        let batches = batches(
+            &plan.updates,
+            default_branch.as_deref(),
+            remote_has_branches,
+            mirror.refs_per_push,
+        );
+        let mut stale = Vec::new();
+        for batch in batches {
+            let pushed = remote.push(batch).await?;
+            tally(batch, &pushed, &mut report, &mut stale, round == 0);
+        }
+        if stale.is_empty() {
+            break;
+        }
+        warn!(refs = ?stale, "the remote moved while updating; reading it again");
+    }
+    info!(
+        created = report.counts.created,
+        updated = report.counts.updated,
+        deleted = report.counts.deleted,
+        divergent = report.divergent.len(),
+        rejected = report.rejected.len(),
+        "update done"
+    );
+    Ok(report)
+}
+
+/// Opens the local repository and plans against `remote_refs`, on a blocking thread.
+/// Returns the plan, the default branch, and the fingerprint of the mirrored refs.
+async fn plan_locally(
+    mirror: &Mirror,
+    remote_refs: BTreeMap<String, Oid>,
+) -> Result<(Plan, Option<String>, String), UpdateError> {
+    let repo_path = mirror.repo.clone();
+    let branches = mirror.branches.clone();
+    let keep_divergent_refs = mirror.keep_divergent_refs;
+    let prune = mirror.prune;
+    let job = tokio::task::spawn_blocking(move || {
+        let repo = LocalRepo::open(&repo_path)?;
+        let local = repo.refs()?;
+        let policy = Policy {
+            branches: &branches,
+            keep_divergent_refs,
+            prune,
+        };
+        let plan = refdiff::plan(&local, &remote_refs, policy, &repo);
+        let fingerprint = fingerprint(&local, &branches);
+        Ok::<_, LocalError>((plan, local.default_branch, fingerprint))
+    });
+    match job.await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(UpdateError::Panicked),
+    }
+}
+
+/// Returns a digest of the refs `branches` mirrors, stable across runs and versions.
+fn fingerprint(local: &refdiff::LocalRefs, branches: &crate::config::BranchFilter) -> String {
+    let mut text = String::new();
+    for (name, oid) in &local.refs {
+        if refdiff::is_mirrored(name, branches, local.default_branch.as_deref()) {
+            text.push_str(&format!("{oid} {name}\n"));
+        }
+    }
+    Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+        .map(|oid| oid.to_string())
+        .unwrap_or_default()
+}
+
+/// Splits the updates into pushes: the default branch alone first when the remote has no
+/// branches (so it becomes the remote's default), then at most `refs_per_push` refs and
+/// [`MAX_PUSH_ARG_BYTES`] of arguments per push.
+fn batches<'a>(
+    updates: &'a [RefUpdate],
+    default_branch: Option<&str>,
+    remote_has_branches: bool,
+    refs_per_push: usize,
+) -> Vec<&'a [RefUpdate]> {
+    let mut out = Vec::new();
+    let mut rest = updates;
+    if !remote_has_branches {
+        if let Some(first) = rest.first() {
+            if Some(first.refname.as_str()) == default_branch && first.kind == UpdateKind::Create {
+                out.push(&rest[..1]);
+                rest = &rest[1..];
+            }
+        }
+    }
+    while !rest.is_empty() {
+        let mut len = 0;
+        let mut bytes = 0;
+        while len < rest.len() && len < refs_per_push.max(1) {
+            // refspec `<oid>:<ref>` plus, for leases, `--force-with-lease=<ref>:<oid>`.
+            let cost = 2 * rest[len].refname.len() + 2 * 41 + 24;
+            if len > 0 && bytes + cost > MAX_PUSH_ARG_BYTES {
+                break;
+            }
+            bytes += cost;
+            len += 1;
+        }
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// Adds what one push did to the report. A stale rejection in the first round is set aside
+/// for a second round instead of being reported.
+fn tally(
+    batch: &[RefUpdate],
+    pushed: &PushReport,
+    report: &mut UpdateReport,
+    stale: &mut Vec<String>,
+    may_retry: bool,
+) {
+    for result in &pushed.results {
+        let Some(update) = batch.iter().find(|u| u.refname == result.refname) else {
+            continue;
+        };
+        match &result.outcome {
+            RefOutcome::Done => match update.kind {
+                UpdateKind::Create => report.counts.created += 1,
+                UpdateKind::FastForward | UpdateKind::Force => report.counts.updated += 1,
+                UpdateKind::Delete => report.counts.deleted += 1,
+            },
+            RefOutcome::UpToDate => {}
+            RefOutcome::Rejected { stale: true, .. } if may_retry => {
+                stale.push(result.refname.clone());
+            }
+            RefOutcome::Rejected { reason, stale } => {
+                report.rejections_transient &= *stale;
+                report.rejected.push(RejectedRef {
+                    refname: result.refname.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            RefOutcome::RemoteRejected { reason } => {
+                report.rejections_transient &= is_lock_failure(reason);
+                report.rejected.push(RejectedRef {
+                    refname: result.refname.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+}
+
+fn is_lock_failure(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("failed to lock") || reason.contains("cannot lock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(name: &str, kind: UpdateKind) -> RefUpdate {
+        RefUpdate {
+            refname: name.to_owned(),
+            kind,
+            old: None,
+            new: Some(Oid::zero()),
+        }
+    }
+
+    #[test]
+    fn default_branch_goes_alone_to_an_empty_remote() {
+        let updates = vec![
+            update("refs/heads/main", UpdateKind::Create),
+            update("refs/heads/a", UpdateKind::Create),
+            update("refs/tags/v1", UpdateKind::Create),
+        ];
+        let split = batches(&updates, Some("refs/heads/main"), false, 10);
+        assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [1, 2]);
+        let split = batches(&updates, Some("refs/heads/main"), true, 10);
+        assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [3]);
+        let split = batches(&updates, Some("refs/heads/main"), true, 2);
+        assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn batches_stay_under_the_argument_budget() {
+        let long = format!("refs/heads/{}", "x".repeat(200));
+        let updates: Vec<_> = (0..10_000)
+            .map(|i| update(&format!("{long}{i}"), UpdateKind::Force))
+            .collect();
+        let split = batches(&updates, None, true, 100_000);
+        assert!(split.len() > 1);
+        assert_eq!(split.iter().map(|b| b.len()).sum::<usize>(), 10_000);
+    }
+
+    #[test]
+    fn ending_lists_divergent_then_rejected() {
+        let report = UpdateReport {
+            divergent: vec!["refs/heads/develop".into()],
+            rejected: vec![RejectedRef {
+                refname: "refs/heads/locked".into(),
+                reason: "hook declined".into(),
+            }],
+            rejections_transient: false,
+            ..UpdateReport::default()
+        };
+        let Ending::Failed { error, retry, .. } = report.ending() else {
+            panic!("must fail");
+        };
+        assert!(!retry);
+        assert_eq!(
+            error,
+            "Some refs have diverged and have not been updated on the remote:\n\n\
+             refs/heads/develop\n\n\
+             Some refs were rejected by the remote:\n\nrefs/heads/locked (hook declined)"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `pushmirror status [NAME] [--json]`: the status of SPEC section 6, from the state files.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::{Config, Mirror, PasswordSource};
+use crate::error::{EXIT_USAGE, chain};
+use crate::state::{MirrorState, RejectedRef, StateStore, Timestamp, UpdateSummary};
+
+/// One mirror in `status --json`: the stable machine form. Absent values are `null`.
+#[derive(Debug, Serialize)]
+pub struct MirrorStatus {
+    pub name: String,
+    pub repo: String,
+    /// Masked: `https://*****:*****@host/path`.
+    pub url: String,
+    pub enabled: bool,
+    pub update_status: &'static str,
+    pub last_update_started_at: Option<Timestamp>,
+    pub last_update_at: Option<Timestamp>,
+    pub last_successful_update_at: Option<Timestamp>,
+    pub next_update_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub divergent_refs: Vec<String>,
+    pub rejected_refs: Vec<RejectedRef>,
+    pub refs_created: usize,
+    pub refs_updated: usize,
+    pub refs_deleted: usize,
+    pub history: Vec<UpdateSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusDocument {
+    mirrors: Vec<MirrorStatus>,
+}
+
+/// Returns the masked URL of a mirror as status shows it.
+pub fn display_url(mirror: &Mirror) -> String {
+    let with_credentials = mirror.username.is_some()
+        || !matches!(mirror.password, PasswordSource::None)
+        || mirror.url.has_embedded_credentials();
+    mirror.url.display(with_credentials)
+}
+
+/// Returns the status entry of `mirror` given its stored state.
+pub fn entry(mirror: &Mirror, state: MirrorState) -> MirrorStatus {
+    MirrorStatus {
+        name: mirror.name.to_string(),
+        repo: mirror.repo.display().to_string(),
+        url: display_url(mirror),
+        enabled: mirror.enabled,
+        update_status: state.update_status.as_str(),
+        last_update_started_at: state.last_update_started_at,
+        last_update_at: state.last_update_at,
+        last_successful_update_at: state.last_successful_update_at,
+        next_update_at: state.next_update_at,
+        last_error: state.last_error,
+        divergent_refs: state.divergent_refs,
+        rejected_refs: state.rejected_refs,
+        refs_created: state.counts.created,
+        refs_updated: state.counts.updated,
+        refs_deleted: state.counts.deleted,
+        history: state.history.into(),
+    }
+}
+
+/// Prints the status; returns the exit code.
+pub fn run(
+    config: &Config,
+    name: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let mirrors: Vec<&Mirror> = match name {
+        Some(name) => match config.mirror(name) {
+            Some(m) => vec![m],
+            None => {
+                let _ = writeln!(
+                    err,
+                    "error: no mirror named {name:?} in {}",
+                    config.path.display()
+                );
+                return EXIT_USAGE;
+            }
+        },
+        None => config.mirrors.iter().collect(),
+    };
+    let store = match StateStore::open(&config.daemon.state_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            let _ = writeln!(err, "error: {}", chain(&e));
+            return EXIT_USAGE;
+        }
+    };
+    let mut entries = Vec::new();
+    for mirror in mirrors {
+        let state = match store.load(&mirror.name) {
+            Ok((state, _)) => state,
+            Err(e) => {
+                let _ = writeln!(err, "warning: {}: {}", mirror.name, chain(&e));
+                MirrorState::default()
+            }
+        };
+        entries.push(entry(mirror, state));
+    }
+    if json {
+        let doc = StatusDocument { mirrors: entries };
+        let text = serde_json::to_string_pretty(&doc).expect("status always serializes");
+        let _ = writeln!(out, "{text}");
+    } else {
+        let _ = out.write_all(table(&entries, SystemTime::now()).as_bytes());
+    }
+    0
+}
+
+/// Returns the human table: one row per mirror, errors on an indented line below.
+fn table(entries: &[MirrorStatus], now: SystemTime) -> String {
+    let name_width = entries
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut text = format!(
+        "{:<name_width$}  {:<9}  {:<16}  URL\n",
+        "NAME", "STATUS", "LAST SUCCESS"
+    );
+    for e in entries {
+        let status = if e.enabled {
+            e.update_status
+        } else {
+            "disabled"
+        };
+        let success = e
+            .last_successful_update_at
+            .map(|t| ago(t, now))
+            .unwrap_or_else(|| "never".into());
+        text.push_str(&format!(
+            "{:<name_width$}  {status:<9}  {success:<16}  {}\n",
+            e.name, e.url
+        ));
+        if let Some(error) = &e.last_error {
+            let first = error.lines().next().unwrap_or_default();
+            let more = error
+                .lines()
+                .filter(|l| !l.is_empty())
+                .count()
+                .saturating_sub(1);
+            let suffix = if more > 0 {
+                format!(" (+{more} more lines; --json for all)")
+            } else {
+                String::new()
+            };
+            text.push_str(&format!("  error: {first}{suffix}\n"));
+        }
+    }
+    text
+}
+
+/// Returns `t` relative to `now` in words: "just now", "2 minutes ago", "3 days ago".
+pub fn ago(t: Timestamp, now: SystemTime) -> String {
+    let secs = now.duration_since(t.0).map(|d| d.as_secs()).unwrap_or(0);
+    let (n, unit) = match secs {
+        0..10 => return "just now".into(),
+        10..60 => (secs, "second"),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        _ => (secs / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn ages_read_as_words() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |secs_ago: u64| Timestamp(now - Duration::from_secs(secs_ago));
+        assert_eq!(ago(at(3), now), "just now");
+        assert_eq!(ago(at(45), now), "45 seconds ago");
+        assert_eq!(ago(at(60), now), "1 minute ago");
+        assert_eq!(ago(at(150), now), "2 minutes ago");
+        assert_eq!(ago(at(7200), now), "2 hours ago");
+        assert_eq!(ago(at(3 * 86400), now), "3 days ago");
+    }
+}
