@@ -14,7 +14,7 @@ use crate::state::{Ending, MirrorState, RefCounts, StateError, StateStore, Times
 #[derive(Debug)]
 pub enum JobOutcome {
     /// The update ran; the state now says `finished`, `failed` or `to_retry`.
-    Ran { state: MirrorState },
+    Ran { state: Box<MirrorState> },
     /// Another process holds the mirror's lock: nothing was done.
     Busy,
 }
@@ -75,7 +75,9 @@ pub async fn run(
     }
     state.end(Timestamp::now(), trigger, counts, ending);
     store.save(&mirror.name, &state)?;
-    Ok(JobOutcome::Ran { state })
+    Ok(JobOutcome::Ran {
+        state: Box::new(state),
+    })
 }
 
 /// Returns the report's counts in words, e.g. `2 created, 1 updated, 0 deleted`.

@@ -348,7 +348,7 @@ mod tests {
             refname: name.to_owned(),
             kind,
             old: None,
-            new: Some(Oid::zero()),
+            new: Some(Oid::ZERO_SHA1),
         }
     }
 

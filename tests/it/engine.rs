@@ -1,0 +1,407 @@
+//! The mirror engine end to end: the real `pushmirror update` binary against real remotes
+//! (`file://` here), one rule of SPEC section 5 per test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::TestEnv;
+
+/// A config with `state_dir` in the test's directory and the given `[[mirror]]` tables.
+pub fn write_config(env: &TestEnv, mirrors: &str) {
+    env.write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{mirrors}"));
+}
+
+/// One `[[mirror]]` table named `name` from `repo` to `url`, plus `extra` lines.
+pub fn mirror_toml(name: &str, repo: &Path, url: &str, extra: &str) -> String {
+    format!(
+        "[[mirror]]\nname = \"{name}\"\nrepo = \"{}\"\nurl = \"{url}\"\n{extra}\n",
+        repo.display()
+    )
+}
+
+/// Returns `status --json` of mirror `name`.
+pub fn status(env: &TestEnv, name: &str) -> Value {
+    let out = env.pushmirror(&["status", "--json", name]);
+    out.assert_success();
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    doc["mirrors"][0].clone()
+}
+
+/// Returns the branches and tags of `repo`, symbolic refs left out.
+pub fn mirrored_refs(env: &TestEnv, repo: &Path) -> BTreeMap<String, String> {
+    env.mirrored_refs(repo)
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// A local repository with `main` (two commits), `develop` (one more), an annotated tag `v1`
+/// on main's first commit, and a symbolic ref; and an empty remote.
+struct Fixture {
+    env: TestEnv,
+    local: std::path::PathBuf,
+    remote: std::path::PathBuf,
+    c1: String,
+    c2: String,
+    c3: String,
+}
+
+fn fixture() -> Fixture {
+    let env = TestEnv::new();
+    let local = env.bare_repo("local.git");
+    let remote = env.bare_repo("remote.git");
+    let c1 = env.make_commit_on(&local, None, "c1");
+    let c2 = env.make_commit_on(&local, Some(&c1), "c2");
+    let c3 = env.make_commit_on(&local, Some(&c2), "c3");
+    env.set_ref(&local, "refs/heads/main", &c2);
+    env.set_ref(&local, "refs/heads/develop", &c3);
+    env.tag_annotated(&local, "v1", &c1);
+    env.symbolic_ref(&local, "refs/heads/alias", "refs/heads/main");
+    env.set_ref(&local, "refs/notes/commits", &c1);
+    Fixture {
+        env,
+        local,
+        remote,
+        c1,
+        c2,
+        c3,
+    }
+}
+
+fn update(env: &TestEnv, name: &str) -> crate::support::Output {
+    env.pushmirror(&["update", name])
+}
+
+#[test]
+fn first_update_creates_branches_and_tags_only() {
+    let f = fixture();
+    write_config(
+        &f.env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), ""),
+    );
+    update(&f.env, "m").assert_success();
+
+    assert_eq!(
+        mirrored_refs(&f.env, &f.remote),
+        mirrored_refs(&f.env, &f.local)
+    );
+    assert!(!f.env.refs(&f.remote).contains_key("refs/notes/commits"));
+    // The annotated tag arrives as the same tag object.
+    assert_eq!(f.env.rev_parse(&f.remote, "refs/tags/v1^{commit}"), f.c1);
+
+    let s = status(&f.env, "m");
+    assert_eq!(s["update_status"], "finished", "{s:#}");
+    assert_eq!(s["refs_created"], 3, "{s:#}");
+    assert_eq!(s["last_error"], Value::Null);
+    assert!(s["last_successful_update_at"].is_string(), "{s:#}");
+}
+
+#[test]
+fn second_update_without_changes_does_nothing() {
+    let f = fixture();
+    write_config(
+        &f.env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), ""),
+    );
+    update(&f.env, "m").assert_success();
+    let out = update(&f.env, "m");
+    out.assert_success();
+    assert!(
+        out.stdout.contains("0 created, 0 updated, 0 deleted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn default_branch_is_pushed_alone_first_to_an_empty_remote() {
+    let f = fixture();
+    f.env.symbolic_ref(&f.local, "HEAD", "refs/heads/develop");
+    f.env.install_hook(
+        &f.remote,
+        "post-receive",
+        "#!/bin/sh\n{ cat; echo --; } >> \"$GIT_DIR/pushes.log\"\n",
+    );
+    write_config(
+        &f.env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), ""),
+    );
+    update(&f.env, "m").assert_success();
+    let log = std::fs::read_to_string(f.remote.join("pushes.log")).expect("hook log");
+    let pushes: Vec<&str> = log.split("--\n").filter(|p| !p.is_empty()).collect();
+    assert_eq!(pushes.len(), 2, "{log}");
+    assert!(
+        pushes[0].trim_end().ends_with("refs/heads/develop"),
+        "{log}"
+    );
+    assert_eq!(pushes[0].lines().count(), 1, "{log}");
+}
+
+#[test]
+fn fast_forward_force_and_merged_deletion() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+
+    // Locally: main fast-forwards, develop is rewritten, a merged branch is deleted.
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    let rewritten = env.make_commit_on(&f.local, Some(&f.c1), "rewrite");
+    env.set_ref(&f.local, "refs/heads/develop", &rewritten);
+    // On the remote only: one branch merged into local main, one unmerged.
+    let unmerged = env.make_commit_on(&f.remote, Some(&f.c2), "remote work");
+    env.set_ref(&f.remote, "refs/heads/merged", &f.c2);
+    env.set_ref(&f.remote, "refs/heads/unmerged", &unmerged);
+    env.set_ref(&f.remote, "refs/pull/1/head", &unmerged);
+
+    update(env, "m").assert_success();
+    let remote = env.refs(&f.remote);
+    assert_eq!(remote["refs/heads/main"], f.c3);
+    assert_eq!(remote["refs/heads/develop"], rewritten);
+    assert!(!remote.contains_key("refs/heads/merged"), "{remote:#?}");
+    assert_eq!(remote["refs/heads/unmerged"], unmerged);
+    assert_eq!(remote["refs/pull/1/head"], unmerged);
+    let s = status(env, "m");
+    assert_eq!(
+        (
+            s["refs_created"].clone(),
+            s["refs_updated"].clone(),
+            s["refs_deleted"].clone()
+        ),
+        (0.into(), 2.into(), 1.into()),
+        "{s:#}"
+    );
+}
+
+#[test]
+fn prune_all_and_none() {
+    for (prune, kept) in [("all", false), ("none", true)] {
+        let f = fixture();
+        let env = &f.env;
+        let extra = format!("prune = \"{prune}\"");
+        write_config(
+            env,
+            &mirror_toml("m", &f.local, &file_url(&f.remote), &extra),
+        );
+        let unmerged = env.make_commit_on(&f.remote, None, "remote only");
+        env.set_ref(&f.remote, "refs/heads/unmerged", &unmerged);
+        update(env, "m").assert_success();
+        assert_eq!(
+            env.refs(&f.remote).contains_key("refs/heads/unmerged"),
+            kept,
+            "prune = {prune}"
+        );
+    }
+}
+
+#[test]
+fn keep_divergent_refs_gitlab_example() {
+    // GitLab's documented example: main and develop mirrored; a commit is added to develop on
+    // the remote; the next update fast-forwards main, leaves develop with the remote's commit
+    // and marks the update failed.
+    let f = fixture();
+    let env = &f.env;
+    write_config(
+        env,
+        &mirror_toml(
+            "m",
+            &f.local,
+            &file_url(&f.remote),
+            "keep_divergent_refs = true",
+        ),
+    );
+    update(env, "m").assert_success();
+    let remote_commit = env.make_commit_on(&f.remote, Some(&f.c3), "on the remote");
+    env.set_ref(&f.remote, "refs/heads/develop", &remote_commit);
+    let local_only = env.make_commit_on(&f.local, Some(&f.c3), "local develop");
+    env.set_ref(&f.local, "refs/heads/develop", &local_only);
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    // A remote-only branch is left alone when keeping divergent refs.
+    env.set_ref(&f.remote, "refs/heads/remote-only", &f.c1);
+
+    let out = update(env, "m");
+    out.assert_code(1);
+    let remote = env.refs(&f.remote);
+    assert_eq!(remote["refs/heads/main"], f.c3, "main fast-forwarded");
+    assert_eq!(remote["refs/heads/develop"], remote_commit, "develop kept");
+    assert!(remote.contains_key("refs/heads/remote-only"));
+    let s = status(env, "m");
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    assert_eq!(
+        s["last_error"],
+        "Some refs have diverged and have not been updated on the remote:\n\nrefs/heads/develop"
+    );
+    assert_eq!(
+        s["divergent_refs"],
+        serde_json::json!(["refs/heads/develop"])
+    );
+    assert_eq!(s["refs_updated"], 1);
+}
+
+#[test]
+fn moved_tag_is_diverged_when_keeping_and_forced_otherwise() {
+    for keep in [true, false] {
+        let f = fixture();
+        let env = &f.env;
+        let extra = format!("keep_divergent_refs = {keep}");
+        write_config(
+            env,
+            &mirror_toml("m", &f.local, &file_url(&f.remote), &extra),
+        );
+        update(env, "m").assert_success();
+        env.delete_ref(&f.local, "refs/tags/v1");
+        env.set_ref(&f.local, "refs/tags/v1", &f.c2);
+        let out = update(env, "m");
+        let remote_tag = env.rev_parse(&f.remote, "refs/tags/v1^{commit}");
+        let s = status(env, "m");
+        if keep {
+            out.assert_code(1);
+            assert_eq!(remote_tag, f.c1);
+            assert_eq!(
+                s["divergent_refs"],
+                serde_json::json!(["refs/tags/v1"]),
+                "{s:#}"
+            );
+        } else {
+            out.assert_success();
+            assert_eq!(remote_tag, f.c2);
+        }
+    }
+}
+
+#[test]
+fn protected_branches_filter_branches_never_tags() {
+    let f = fixture();
+    let env = &f.env;
+    env.set_ref(&f.local, "refs/heads/release/1.0", &f.c1);
+    let remote_only = env.make_commit_on(&f.remote, None, "remote only");
+    env.set_ref(&f.remote, "refs/heads/feature-x", &remote_only);
+    let extra = "only_protected_branches = true\nprotected_branches = [\"main\", \"release/*\"]\nprune = \"all\"";
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), extra),
+    );
+    update(env, "m").assert_success();
+    let names: Vec<String> = mirrored_refs(env, &f.remote).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "refs/heads/feature-x",
+            "refs/heads/main",
+            "refs/heads/release/1.0",
+            "refs/tags/v1"
+        ],
+        "develop is not protected; the unprotected remote-only branch is not pruned"
+    );
+}
+
+#[test]
+fn empty_protected_list_mirrors_tags_only() {
+    let f = fixture();
+    let extra = "only_protected_branches = true\nprotected_branches = []";
+    write_config(
+        &f.env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), extra),
+    );
+    update(&f.env, "m").assert_success();
+    let names: Vec<String> = mirrored_refs(&f.env, &f.remote).into_keys().collect();
+    assert_eq!(names, ["refs/tags/v1"]);
+}
+
+#[test]
+fn protected_default_is_the_default_branch_and_regex_filters() {
+    let f = fixture();
+    write_config(
+        &f.env,
+        &mirror_toml(
+            "m",
+            &f.local,
+            &file_url(&f.remote),
+            "only_protected_branches = true",
+        ),
+    );
+    update(&f.env, "m").assert_success();
+    let names: Vec<String> = mirrored_refs(&f.env, &f.remote).into_keys().collect();
+    assert_eq!(names, ["refs/heads/main", "refs/tags/v1"]);
+
+    let g = fixture();
+    write_config(
+        &g.env,
+        &mirror_toml(
+            "m",
+            &g.local,
+            &file_url(&g.remote),
+            "mirror_branch_regex = \"^dev\"",
+        ),
+    );
+    update(&g.env, "m").assert_success();
+    let names: Vec<String> = mirrored_refs(&g.env, &g.remote).into_keys().collect();
+    assert_eq!(names, ["refs/heads/develop", "refs/tags/v1"]);
+}
+
+#[test]
+fn ref_refused_by_remote_hook_is_reported_and_others_land() {
+    let f = fixture();
+    let env = &f.env;
+    env.install_update_hook_refusing(&f.remote, "refs/heads/develop");
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    let out = update(env, "m");
+    out.assert_code(1);
+    let remote = env.refs(&f.remote);
+    assert_eq!(remote.get("refs/heads/main"), Some(&f.c2));
+    assert!(remote.contains_key("refs/tags/v1"));
+    assert!(!remote.contains_key("refs/heads/develop"));
+    let s = status(env, "m");
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    assert_eq!(
+        s["rejected_refs"],
+        serde_json::json!([{"ref": "refs/heads/develop", "reason": "hook declined"}])
+    );
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refs/heads/develop (hook declined)"),
+        "{s:#}"
+    );
+}
+
+#[test]
+fn many_refs_are_split_by_refs_per_push() {
+    let f = fixture();
+    let env = &f.env;
+    for i in 0..5 {
+        env.set_ref(&f.local, &format!("refs/heads/b{i}"), &f.c1);
+    }
+    env.install_hook(
+        &f.remote,
+        "post-receive",
+        "#!/bin/sh\necho push >> \"$GIT_DIR/pushes.log\"\n",
+    );
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), "refs_per_push = 3"),
+    );
+    update(env, "m").assert_success();
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+    // 8 refs: main alone (empty remote), then 3 + 3 + 1.
+    let pushes = std::fs::read_to_string(f.remote.join("pushes.log")).expect("hook log");
+    assert_eq!(pushes.lines().count(), 4, "{pushes}");
+}
+
+#[test]
+fn remote_symbolic_refs_are_ignored() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), "prune = \"all\""),
+    );
+    update(env, "m").assert_success();
+    env.symbolic_ref(&f.remote, "refs/heads/remote-alias", "refs/heads/main");
+    update(env, "m").assert_success();
+    let out = env.git(&f.remote, &["symbolic-ref", "refs/heads/remote-alias"]);
+    assert_eq!(out.trim(), "refs/heads/main");
+}

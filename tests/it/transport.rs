@@ -1,0 +1,374 @@
+//! The engine over real network transports (git daemon, lighttpd + git http-backend with
+//! Basic auth) and every way a remote can fail: refused credentials, unreachable, hanging,
+//! missing; plus bad local input. Each failure must give a clear error in the status and leave
+//! everything else undisturbed.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use crate::engine::{mirror_toml, mirrored_refs, status, write_config};
+use crate::support::{GitDaemon, HangingServer, HttpServer, TestEnv, closed_port};
+
+const SECRET: &str = "s3cret-T0ken-value";
+
+/// A local repository with `main` and a tag.
+fn local_repo(env: &TestEnv) -> std::path::PathBuf {
+    let local = env.bare_repo("local.git");
+    let c1 = env.make_commit_on(&local, None, "c1");
+    let c2 = env.make_commit_on(&local, Some(&c1), "c2");
+    env.set_ref(&local, "refs/heads/main", &c2);
+    env.tag_annotated(&local, "v1", &c1);
+    local
+}
+
+fn write_secret(env: &TestEnv, secret: &str) -> std::path::PathBuf {
+    let path = env.path("token");
+    fs::write(&path, format!("{secret}\n")).expect("write token");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod token");
+    path
+}
+
+/// Asserts that `secret` appears in no output and no file under the state directory.
+fn assert_secret_nowhere(env: &TestEnv, secret: &str, outputs: &[&str]) {
+    for out in outputs {
+        assert!(!out.contains(secret), "secret leaked in output:\n{out}");
+    }
+    let mut stack = vec![env.path("state")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read state dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = fs::read(&path).expect("read state file");
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(secret),
+                    "secret leaked in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn mirror_over_git_daemon() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let daemon = GitDaemon::start(&env, "srv");
+    let remote = daemon.bare_repo(&env, "remote.git");
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &daemon.url("remote.git"), ""),
+    );
+    env.pushmirror(&["update", "m"]).assert_success();
+    assert_eq!(mirrored_refs(&env, &remote), mirrored_refs(&env, &local));
+}
+
+#[test]
+fn mirror_over_http_with_password_file_env_and_url() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let server = HttpServer::start(&env, "www", "mirror-bot", SECRET);
+    let token = write_secret(&env, SECRET);
+    let mut mirrors = String::new();
+    for name in ["by-file", "by-env", "by-url"] {
+        server.bare_repo(&env, &format!("{name}.git"));
+    }
+    mirrors += &mirror_toml(
+        "by-file",
+        &local,
+        &server.url("by-file.git"),
+        &format!(
+            "username = \"mirror-bot\"\npassword_file = \"{}\"",
+            token.display()
+        ),
+    );
+    mirrors += &mirror_toml(
+        "by-env",
+        &local,
+        &server.url("by-env.git"),
+        "username = \"mirror-bot\"\npassword_env = \"MIRROR_TOKEN\"",
+    );
+    mirrors += &mirror_toml(
+        "by-url",
+        &local,
+        &server.url_with_credentials("by-url.git", "mirror-bot", SECRET),
+        "",
+    );
+    write_config(&env, &mirrors);
+    let out = env.pushmirror_with_env(
+        &[("MIRROR_TOKEN", SECRET), ("RUST_LOG", "trace")],
+        &["update", "--all"],
+    );
+    out.assert_success();
+    for name in ["by-file", "by-env", "by-url"] {
+        let remote = server.repos_root().join(format!("{name}.git"));
+        assert_eq!(
+            mirrored_refs(&env, &remote),
+            mirrored_refs(&env, &local),
+            "{name}"
+        );
+        let s = status(&env, name);
+        assert_eq!(s["update_status"], "finished", "{s:#}");
+        assert!(
+            s["url"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("http://*****:*****@127.0.0.1:"),
+            "{s:#}"
+        );
+    }
+    let status_json = env.pushmirror(&["status", "--json"]);
+    let table = env.pushmirror(&["status"]);
+    assert_secret_nowhere(
+        &env,
+        SECRET,
+        &[&out.stdout, &out.stderr, &status_json.stdout, &table.stdout],
+    );
+}
+
+#[test]
+fn refused_credentials_fail_clearly_without_leaking() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let server = HttpServer::start(&env, "www", "mirror-bot", "the-right-one");
+    let remote = server.bare_repo(&env, "remote.git");
+    let token = write_secret(&env, SECRET);
+    let extra = format!(
+        "username = \"mirror-bot\"\npassword_file = \"{}\"",
+        token.display()
+    );
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &server.url("remote.git"), &extra),
+    );
+    let out = env.pushmirror_with_env(&[("RUST_LOG", "trace")], &["update", "m"]);
+    out.assert_code(1);
+    let s = status(&env, "m");
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the remote refused the credentials"),
+        "{error}"
+    );
+    assert!(error.contains("Authentication failed"), "{error}");
+    assert!(mirrored_refs(&env, &remote).is_empty());
+    let status_json = env.pushmirror(&["status", "--json"]);
+    assert_secret_nowhere(
+        &env,
+        SECRET,
+        &[&out.stdout, &out.stderr, &status_json.stdout],
+    );
+}
+
+#[test]
+fn password_file_readable_by_others_is_refused() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let token = write_secret(&env, SECRET);
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let extra = format!("username = \"u\"\npassword_file = \"{}\"", token.display());
+    write_config(
+        &env,
+        &mirror_toml("m", &local, "https://127.0.0.1:1/x.git", &extra),
+    );
+    env.pushmirror(&["update", "m"]).assert_code(1);
+    let s = status(&env, "m");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("readable by group or others (mode 0644); chmod 600 it"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unreachable_remote_is_a_clear_error() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let url = format!("git://127.0.0.1:{}/x.git", closed_port());
+    write_config(&env, &mirror_toml("m", &local, &url, ""));
+    env.pushmirror(&["update", "m"]).assert_code(1);
+    let s = status(&env, "m");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("cannot reach the remote:"), "{error}");
+    assert!(
+        error.contains("Connection refused") || error.contains("unable to connect"),
+        "{error}"
+    );
+}
+
+#[test]
+fn hanging_remote_is_killed_at_the_timeout() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let hanging = HangingServer::start();
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &hanging.git_url("x.git"), "timeout = \"2s\""),
+    );
+    let started = Instant::now();
+    env.pushmirror(&["update", "m"]).assert_code(1);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(hanging.accepted() >= 1, "git never connected");
+    let s = status(&env, "m");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert_eq!(
+        error, "git ls-remote did not finish within 2s; it was killed with its children",
+        "{s:#}"
+    );
+    // No git process of ours is left talking to the hanging server.
+    let port = hanging.port().to_string();
+    crate::support::wait_until("git children gone", Duration::from_secs(10), || {
+        let alive = crate::support::processes_with_arg(&port);
+        if alive.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{alive:?}"))
+        }
+    });
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_disturbs_nothing_else() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let good_remote = env.bare_repo("good.git");
+    let not_a_repo = env.path("not-a-repo");
+    fs::create_dir_all(&not_a_repo).expect("mkdir");
+    fs::write(not_a_repo.join("HEAD"), "garbage").expect("write");
+    let mut mirrors = String::new();
+    mirrors += &mirror_toml(
+        "missing-local",
+        &env.path("nowhere.git"),
+        &format!("file://{}", good_remote.display()),
+        "",
+    );
+    mirrors += &mirror_toml(
+        "broken-local",
+        &not_a_repo,
+        &format!("file://{}", good_remote.display()),
+        "",
+    );
+    mirrors += &mirror_toml(
+        "missing-remote",
+        &local,
+        &format!("file://{}", env.path("absent.git").display()),
+        "",
+    );
+    mirrors += &mirror_toml("bad-scheme", &local, "ftp://example.com/x.git", "");
+    mirrors += &mirror_toml(
+        "good",
+        &local,
+        &format!("file://{}", good_remote.display()),
+        "",
+    );
+    write_config(&env, &mirrors);
+
+    let out = env.pushmirror(&["update", "--all"]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("good: finished"), "{out}");
+    assert_eq!(
+        mirrored_refs(&env, &good_remote),
+        mirrored_refs(&env, &local)
+    );
+
+    let error_of = |name: &str| {
+        let s = status(&env, name);
+        assert_eq!(s["update_status"], "failed", "{s:#}");
+        s["last_error"].as_str().unwrap_or_default().to_owned()
+    };
+    let e = error_of("missing-local");
+    assert!(
+        e.contains("local repository") && e.contains("nowhere.git") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = error_of("broken-local");
+    assert!(
+        e.starts_with(&format!(
+            "cannot open local repository {}",
+            not_a_repo.display()
+        )),
+        "{e}"
+    );
+    let e = error_of("missing-remote");
+    assert!(e.starts_with("the remote repository was not found"), "{e}");
+    assert!(e.contains("absent.git"), "{e}");
+    let e = error_of("bad-scheme");
+    assert_eq!(
+        e,
+        "unsupported URL scheme 'ftp' in ftp://example.com/x.git: expected https, http, ssh, git or file"
+    );
+}
+
+#[test]
+fn lease_failure_rereads_and_retries() {
+    // git daemon's access hook runs before each service: on the first receive-pack it moves
+    // the remote's main, so the push's lease (taken from the ls-remote just before) fails.
+    for keep in [false, true] {
+        let env = TestEnv::new();
+        let local = local_repo(&env);
+        let daemon_root = env.path("srv");
+        fs::create_dir_all(&daemon_root).expect("mkdir");
+        let remote = env.bare_repo("srv/remote.git");
+        // The remote's main starts one commit behind the local main: a fast-forward is
+        // planned. What lands meanwhile is a commit the local repository lacks.
+        let local_first = env.rev_parse(&local, "refs/heads/main~1");
+        let remote_path = remote.display().to_string();
+        env.git(
+            &local,
+            &[
+                "push",
+                &remote_path,
+                &format!("{local_first}:refs/heads/main"),
+            ],
+        );
+        let moved = env.make_commit_on(&remote, Some(&local_first), "landed meanwhile");
+        let hook = env.path("access-hook");
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = receive-pack ] && [ ! -e {marker} ]; then\n  touch {marker}\n  git --git-dir={remote} update-ref refs/heads/main {moved}\nfi\nexit 0\n",
+                marker = env.path("moved").display(),
+                remote = remote.display(),
+            ),
+        )
+        .expect("write hook");
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let daemon = GitDaemon::start_with_args(
+            &env,
+            &daemon_root,
+            &[&format!("--access-hook={}", hook.display())],
+        );
+        let extra = format!("keep_divergent_refs = {keep}");
+        write_config(
+            &env,
+            &mirror_toml("m", &local, &daemon.url("remote.git"), &extra),
+        );
+        let out = env.pushmirror_with_env(&[("RUST_LOG", "warn")], &["update", "m"]);
+        assert!(env.path("moved").exists(), "the hook never ran:\n{out}");
+        let remote_main = env.rev_parse(&remote, "refs/heads/main");
+        let local_main = env.rev_parse(&local, "refs/heads/main");
+        let s = status(&env, "m");
+        if keep {
+            // Nothing forced: the commit that landed stays, reported as diverged on re-read.
+            out.assert_code(1);
+            assert_eq!(remote_main, moved);
+            assert_eq!(
+                s["divergent_refs"],
+                serde_json::json!(["refs/heads/main"]),
+                "{s:#}"
+            );
+        } else {
+            // Read again, and the forced update was retried with a fresh lease.
+            out.assert_success();
+            assert_eq!(remote_main, local_main);
+            assert!(
+                out.stderr.contains("the remote moved while updating"),
+                "{out}"
+            );
+        }
+    }
+}
