@@ -4,5 +4,6 @@ pub mod config;
 pub mod error;
 pub mod job;
 pub mod mirror;
+pub mod protocol;
 pub mod state;
 pub mod url;

@@ -1,1 +1,160 @@
-//! TODO(config helper): raw serde types
+//! The configuration file exactly as written: serde types, nothing checked beyond TOML types.
+//!
+//! Every table denies unknown keys, and nothing is flattened, because `#[serde(flatten)]`
+//! silently disables `deny_unknown_fields`. Values that `validate.rs` checks further are kept
+//! as [`Spanned`] so that each of its errors can point at the value's line and column; every
+//! key is optional here, even the required ones, so that a missing key is reported by
+//! validation together with every other problem of the file instead of stopping
+//! deserialization. Defaults are applied in `validate.rs`, not here, so that a value from
+//! `[defaults]` can be told apart from one written in the mirror.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub daemon: Option<RawDaemon>,
+    pub defaults: Option<RawOptions>,
+    /// The `[[mirror]]` tables; each span is the table's header.
+    #[serde(default)]
+    pub mirror: Vec<Spanned<RawMirror>>,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawDaemon {
+    /// Default `/var/lib/pushmirror`; relative to the file's directory.
+    pub state_dir: Option<Spanned<String>>,
+    /// Default `<state_dir>/control.sock`; relative to the file's directory.
+    pub socket: Option<Spanned<String>>,
+    /// Default: the daemon's own group.
+    pub socket_group: Option<Spanned<String>>,
+    /// Default 4; at least 1.
+    pub max_parallel_pushes: Option<Spanned<usize>>,
+    /// Default `"text"`.
+    pub log_format: Option<RawLogFormat>,
+    /// Default `"isolated"`.
+    pub git_config: Option<RawGitConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawGitConfig {
+    Isolated,
+    Inherit,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawPrune {
+    Merged,
+    All,
+    None,
+}
+
+/// The per-mirror options, as the `[defaults]` table holds them. Every field is also a field of
+/// [`RawMirror`], where it overrides the default; [`RawMirror::split`] turns a mirror into its
+/// identity and one of these so that both go through the same validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawOptions {
+    /// Default true.
+    pub enabled: Option<Spanned<bool>>,
+    /// Default false.
+    pub only_protected_branches: Option<Spanned<bool>>,
+    /// GitLab patterns; default: the repository's default branch.
+    pub protected_branches: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Not together with `only_protected_branches = true`.
+    pub mirror_branch_regex: Option<Spanned<String>>,
+    /// Default false.
+    pub keep_divergent_refs: Option<Spanned<bool>>,
+    /// Default `"merged"`.
+    pub prune: Option<Spanned<RawPrune>>,
+    /// Default: the user embedded in the URL.
+    pub username: Option<Spanned<String>>,
+    /// Relative to the file's directory; not together with `password_env`.
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    /// A duration; default `"5m"`.
+    pub delay: Option<Spanned<String>>,
+    /// A duration; default `"1m"`.
+    pub protected_delay: Option<Spanned<String>>,
+    /// Default 3.
+    pub retries: Option<Spanned<u32>>,
+    /// A duration; default none (1h, or 3h for a first sync).
+    pub timeout: Option<Spanned<String>>,
+    /// Default 10000; at least 1.
+    pub refs_per_push: Option<Spanned<usize>>,
+}
+
+/// One `[[mirror]]` table exactly as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawMirror {
+    /// Required; `[A-Za-z0-9._-]+`, unique.
+    pub name: Option<Spanned<String>>,
+    /// Required; relative to the file's directory.
+    pub repo: Option<Spanned<String>>,
+    /// Required.
+    pub url: Option<Spanned<String>>,
+    pub enabled: Option<Spanned<bool>>,
+    pub only_protected_branches: Option<Spanned<bool>>,
+    pub protected_branches: Option<Spanned<Vec<Spanned<String>>>>,
+    pub mirror_branch_regex: Option<Spanned<String>>,
+    pub keep_divergent_refs: Option<Spanned<bool>>,
+    pub prune: Option<Spanned<RawPrune>>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub protected_delay: Option<Spanned<String>>,
+    pub retries: Option<Spanned<u32>>,
+    pub timeout: Option<Spanned<String>>,
+    pub refs_per_push: Option<Spanned<usize>>,
+}
+
+/// What identifies a mirror: the keys that `[defaults]` cannot hold.
+#[derive(Debug)]
+pub(super) struct RawIdentity {
+    pub name: Option<Spanned<String>>,
+    pub repo: Option<Spanned<String>>,
+    pub url: Option<Spanned<String>>,
+}
+
+impl RawMirror {
+    /// Returns the mirror's identity and its own options (without `[defaults]` applied).
+    pub fn split(self) -> (RawIdentity, RawOptions) {
+        let identity = RawIdentity {
+            name: self.name,
+            repo: self.repo,
+            url: self.url,
+        };
+        let options = RawOptions {
+            enabled: self.enabled,
+            only_protected_branches: self.only_protected_branches,
+            protected_branches: self.protected_branches,
+            mirror_branch_regex: self.mirror_branch_regex,
+            keep_divergent_refs: self.keep_divergent_refs,
+            prune: self.prune,
+            username: self.username,
+            password_file: self.password_file,
+            password_env: self.password_env,
+            delay: self.delay,
+            protected_delay: self.protected_delay,
+            retries: self.retries,
+            timeout: self.timeout,
+            refs_per_push: self.refs_per_push,
+        };
+        (identity, options)
+    }
+}

@@ -1,8 +1,1422 @@
-//! TODO(config helper)
-use std::path::Path;
+//! From the file's text to a validated [`Config`], with every problem of the file at once.
+//!
+//! Three passes, each collecting rather than stopping:
+//!
+//! 1. TOML syntax (`toml::de::DeTable`, keeping spans). A syntax error is reported alone: what
+//!    follows it cannot be trusted.
+//! 2. Deserialization into the strict `raw` types. serde stops at the first unknown key or
+//!    wrong type, so the offending key is removed from the parsed tree and deserialization
+//!    runs again, until it succeeds: each round reports one error, and the file's other
+//!    problems are still found.
+//! 3. Validation of values and combinations, `[defaults]` applied, into [`Config`]. Problems
+//!    of the filesystem that only concern one mirror (its repository, its URL's scheme, its
+//!    password file) are kept apart in `Config::mirror_problems`, because one bad mirror must
+//!    not stop the daemon serving the others.
+//!
+//! How `[defaults]` applies: key by key, a mirror's value replaces the default, except for two
+//! groups that are replaced as a whole, because their keys exclude each other. A mirror that
+//! sets `password_file` or `password_env`, or embeds a password in its URL, ignores both
+//! password keys of `[defaults]`; a mirror that chooses a branch filter
+//! (`only_protected_branches = true` or `mirror_branch_regex`) ignores the other's default.
+//! Exclusive keys written at the same level are errors.
 
-use super::{Config, ConfigError};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::duration::parse_duration;
+use super::error::{Diagnostic, line_and_column};
+use super::raw::{RawConfig, RawDaemon, RawGitConfig, RawLogFormat, RawOptions, RawPrune};
+use super::{
+    BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
+    Mirror, MirrorName, PasswordSource, Prune,
+};
+use crate::url::RemoteUrl;
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
+const DEFAULT_MAX_PARALLEL_PUSHES: usize = 4;
+const DEFAULT_DELAY: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_PROTECTED_DELAY: Duration = Duration::from_secs(60);
+const DEFAULT_RETRIES: u32 = 3;
+const DEFAULT_REFS_PER_PUSH: usize = 10_000;
+/// `sun_path` holds 108 bytes on Linux, the terminating NUL included.
+const MAX_SOCKET_PATH_BYTES: usize = 107;
+/// The keys whose values are durations, for a hint when one is written as a number.
+const DURATION_KEYS: [&str; 3] = ["delay", "protected_delay", "timeout"];
+
+/// Reads, parses and validates the configuration file at `path`.
 pub(super) fn load(path: &Path) -> Result<Config, ConfigError> {
-    Err(ConfigError(format!("not implemented: {}", path.display())))
+    let io_error = |source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(io_error)?;
+    let absolute = std::path::absolute(path).map_err(io_error)?;
+    let base_dir = absolute
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_owned);
+    let source = match String::from_utf8(bytes) {
+        Ok(source) => source,
+        Err(error) => {
+            let valid = error.utf8_error().valid_up_to();
+            let prefix = String::from_utf8_lossy(&error.as_bytes()[..valid]);
+            return Err(ConfigError::Invalid {
+                diagnostics: vec![Diagnostic::at(
+                    path,
+                    &prefix,
+                    valid,
+                    "the file is not valid UTF-8",
+                )],
+            });
+        }
+    };
+    from_source(&source, path, &absolute, &base_dir)
+}
+
+/// Validates `source`, the text of the file named `path` in messages and `absolute` in the
+/// result; relative paths in it resolve against `base_dir`.
+fn from_source(
+    source: &str,
+    path: &Path,
+    absolute: &Path,
+    base_dir: &Path,
+) -> Result<Config, ConfigError> {
+    let mut checker = Checker {
+        source,
+        path,
+        base_dir,
+        errors: Vec::new(),
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let root = match DeTable::parse(source) {
+        Ok(root) => root,
+        Err(error) => {
+            let span = error.span().unwrap_or(0..0);
+            checker.error(&span, format!("invalid TOML: {}", error.message()));
+            return Err(checker.into_error());
+        }
+    };
+    let Some(raw) = checker.deserialize(root) else {
+        return Err(checker.into_error());
+    };
+    let daemon = checker.daemon(raw.daemon.unwrap_or_default());
+    let defaults = checker.options(raw.defaults.unwrap_or_default(), Level::Defaults);
+    let mut names: HashMap<String, Range<usize>> = HashMap::new();
+    let mut mirrors = Vec::with_capacity(raw.mirror.len());
+    let mut password_file_of_defaults_checked = false;
+    let mut any_protected = false;
+    for raw_mirror in raw.mirror {
+        if let Some(mirror) = checker.mirror(
+            raw_mirror,
+            &defaults,
+            &mut names,
+            &mut password_file_of_defaults_checked,
+        ) {
+            any_protected |= matches!(
+                mirror.branches,
+                BranchFilter::Protected(_) | BranchFilter::DefaultBranch
+            );
+            mirrors.push(mirror);
+        }
+    }
+    match &defaults.protected_branches {
+        Some(list) if !any_protected && checker.errors.is_empty() => checker.warning(
+            &list.span,
+            "`protected_branches` in [defaults] has no effect: no mirror sets \
+             `only_protected_branches = true`",
+        ),
+        _ => {}
+    }
+    if !checker.errors.is_empty() {
+        return Err(checker.into_error());
+    }
+    sort(&mut checker.warnings);
+    sort(&mut checker.problems);
+    Ok(Config {
+        path: absolute.to_owned(),
+        daemon,
+        mirrors,
+        warnings: checker.warnings.iter().map(Diagnostic::to_string).collect(),
+        mirror_problems: checker.problems.iter().map(Diagnostic::to_string).collect(),
+    })
+}
+
+/// Where an option was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Defaults,
+    Mirror,
+}
+
+/// A validated option value and where it was written.
+#[derive(Debug, Clone)]
+struct Setting<T> {
+    value: T,
+    span: Range<usize>,
+}
+
+impl<T> Setting<T> {
+    fn from_spanned(spanned: Spanned<T>) -> Setting<T> {
+        let span = spanned.span();
+        Setting {
+            value: spanned.into_inner(),
+            span,
+        }
+    }
+}
+
+/// The per-mirror options of one level (`[defaults]` or one mirror), validated; a value that
+/// was invalid is reported and left out.
+#[derive(Debug, Clone, Default)]
+struct Options {
+    enabled: Option<Setting<bool>>,
+    only_protected_branches: Option<Setting<bool>>,
+    protected_branches: Option<Setting<Vec<BranchPattern>>>,
+    mirror_branch_regex: Option<Setting<regex::Regex>>,
+    keep_divergent_refs: Option<Setting<bool>>,
+    prune: Option<Setting<Prune>>,
+    username: Option<Setting<String>>,
+    password_file: Option<Setting<PathBuf>>,
+    password_env: Option<Setting<String>>,
+    delay: Option<Setting<Duration>>,
+    protected_delay: Option<Setting<Duration>>,
+    retries: Option<Setting<u32>>,
+    timeout: Option<Setting<Duration>>,
+    refs_per_push: Option<Setting<usize>>,
+}
+
+impl Options {
+    /// Returns true if these options choose a branch filter.
+    fn chooses_branch_filter(&self) -> bool {
+        self.only_protected_branches
+            .as_ref()
+            .is_some_and(|only| only.value)
+            || self.mirror_branch_regex.is_some()
+    }
+}
+
+/// Collects the diagnostics of one file.
+struct Checker<'a> {
+    source: &'a str,
+    /// The file as named in messages.
+    path: &'a Path,
+    /// Where relative paths start: the file's directory.
+    base_dir: &'a Path,
+    errors: Vec<Diagnostic>,
+    /// Problems of one mirror only (see `Config::mirror_problems`).
+    problems: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn diagnostic(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.path, self.source, span.start, message)
+    }
+
+    fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let diagnostic = self.diagnostic(span, message);
+        self.errors.push(diagnostic);
+    }
+
+    fn warning(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let diagnostic = self.diagnostic(span, message);
+        self.warnings.push(diagnostic);
+    }
+
+    fn problem(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let diagnostic = self.diagnostic(span, message);
+        self.problems.push(diagnostic);
+    }
+
+    /// Returns the 1-based line of a span, for messages that refer to another place.
+    fn line(&self, span: &Range<usize>) -> usize {
+        line_and_column(self.source, span.start).0
+    }
+
+    /// Returns every diagnostic as one error: the errors, and the mirror problems found
+    /// beside them (they are errors for `check-config` too), in file order.
+    fn into_error(mut self) -> ConfigError {
+        self.errors.append(&mut self.problems);
+        sort(&mut self.errors);
+        ConfigError::Invalid {
+            diagnostics: self.errors,
+        }
+    }
+
+    /// Deserializes the raw types, reporting every unknown key and wrong type (pass 2 of the
+    /// module doc). Returns `None` if an error could not be pinned to a key.
+    fn deserialize(&mut self, root: Spanned<DeTable<'_>>) -> Option<RawConfig> {
+        let span = root.span();
+        let mut table = root.into_inner();
+        loop {
+            let value = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+            let error = match RawConfig::deserialize(ValueDeserializer::from(value)) {
+                Ok(raw) => return Some(raw),
+                Err(error) => error,
+            };
+            let Some(error_span) = error.span() else {
+                self.error(&(0..0), tidy_serde_message(error.message()));
+                return None;
+            };
+            match remove_entry_at(&mut table, &error_span) {
+                Some(key) => self.error(&error_span, describe_serde_error(&key, error.message())),
+                None => {
+                    self.error(&error_span, tidy_serde_message(error.message()));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Returns `key`'s path resolved against the file's directory, or reports it empty.
+    fn path_value(&mut self, key: &str, value: &Spanned<String>) -> Option<Setting<PathBuf>> {
+        if value.get_ref().is_empty() {
+            self.error(&value.span(), format!("`{key}` is empty"));
+            return None;
+        }
+        let joined = self.base_dir.join(value.get_ref());
+        // `absolute` only drops `.` components here: `joined` is already absolute.
+        let resolved = std::path::absolute(&joined).unwrap_or(joined);
+        Some(Setting {
+            value: resolved,
+            span: value.span(),
+        })
+    }
+
+    fn duration(&mut self, key: &str, value: Option<Spanned<String>>) -> Option<Setting<Duration>> {
+        let value = value?;
+        match parse_duration(value.get_ref()) {
+            Ok(duration) => Some(Setting {
+                value: duration,
+                span: value.span(),
+            }),
+            Err(why) => {
+                self.error(
+                    &value.span(),
+                    format!(
+                        "`{key}`: invalid duration \"{}\": {why}; write e.g. \"30s\", \"5m\", \
+                         \"1h30m\"",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn daemon(&mut self, raw: RawDaemon) -> DaemonConfig {
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .and_then(|dir| self.path_value("state_dir", dir))
+            .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |dir| dir.value);
+        let socket = match &raw.socket {
+            Some(socket) => self
+                .path_value("socket", socket)
+                .map_or_else(|| state_dir.join("control.sock"), |s| s.value),
+            None => state_dir.join("control.sock"),
+        };
+        let socket_bytes = socket.as_os_str().len();
+        if socket_bytes > MAX_SOCKET_PATH_BYTES {
+            let span = raw
+                .socket
+                .as_ref()
+                .or(raw.state_dir.as_ref())
+                .map_or(0..0, Spanned::span);
+            self.error(
+                &span,
+                format!(
+                    "the control socket path {} is {socket_bytes} bytes long; Unix sockets \
+                     allow at most {MAX_SOCKET_PATH_BYTES}: set a shorter `socket`",
+                    socket.display()
+                ),
+            );
+        }
+        let socket_group = raw.socket_group.and_then(|group| {
+            if group.get_ref().is_empty() {
+                self.error(&group.span(), "`socket_group` is empty");
+                return None;
+            }
+            Some(group.into_inner())
+        });
+        let max_parallel_pushes = match raw.max_parallel_pushes {
+            Some(max) if *max.get_ref() == 0 => {
+                self.error(&max.span(), "`max_parallel_pushes` must be at least 1");
+                DEFAULT_MAX_PARALLEL_PUSHES
+            }
+            Some(max) => max.into_inner(),
+            None => DEFAULT_MAX_PARALLEL_PUSHES,
+        };
+        DaemonConfig {
+            state_dir,
+            socket,
+            socket_group,
+            max_parallel_pushes,
+            log_format: match raw.log_format {
+                Some(RawLogFormat::Json) => LogFormat::Json,
+                Some(RawLogFormat::Text) | None => LogFormat::Text,
+            },
+            git_config: match raw.git_config {
+                Some(RawGitConfig::Inherit) => GitConfigPolicy::Inherit,
+                Some(RawGitConfig::Isolated) | None => GitConfigPolicy::Isolated,
+            },
+        }
+    }
+
+    /// Validates the options of one level, including the keys that exclude each other there.
+    fn options(&mut self, raw: RawOptions, level: Level) -> Options {
+        let protected_branches = raw.protected_branches.map(|list| {
+            let span = list.span();
+            let mut patterns = Vec::new();
+            for pattern in list.into_inner() {
+                if pattern.get_ref().is_empty() {
+                    self.error(&pattern.span(), "empty pattern in `protected_branches`");
+                } else {
+                    patterns.push(BranchPattern::new(pattern.get_ref()));
+                }
+            }
+            Setting {
+                value: patterns,
+                span,
+            }
+        });
+        let mirror_branch_regex =
+            raw.mirror_branch_regex
+                .and_then(|regex| match regex::Regex::new(regex.get_ref()) {
+                    Ok(compiled) => Some(Setting {
+                        value: compiled,
+                        span: regex.span(),
+                    }),
+                    Err(error) => {
+                        self.error(
+                            &regex.span(),
+                            format!(
+                                "`mirror_branch_regex` is not a valid regex: {}",
+                                regex_error_summary(&error)
+                            ),
+                        );
+                        None
+                    }
+                });
+        let username = raw.username.and_then(|user| {
+            if user.get_ref().is_empty() {
+                self.error(&user.span(), "`username` is empty");
+                return None;
+            }
+            Some(Setting::from_spanned(user))
+        });
+        let password_file = raw
+            .password_file
+            .as_ref()
+            .and_then(|file| self.path_value("password_file", file));
+        let password_env = raw.password_env.and_then(|name| {
+            let valid = !name.get_ref().is_empty()
+                && !name.get_ref().contains(['=', '\0'])
+                && !name.get_ref().starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                self.error(
+                    &name.span(),
+                    format!(
+                        "`password_env`: \"{}\" is not an environment variable name",
+                        name.get_ref()
+                    ),
+                );
+                return None;
+            }
+            Some(Setting::from_spanned(name))
+        });
+        let delay = self.duration("delay", raw.delay);
+        let protected_delay = self.duration("protected_delay", raw.protected_delay);
+        let timeout = self.duration("timeout", raw.timeout).and_then(|timeout| {
+            if timeout.value.is_zero() {
+                self.error(
+                    &timeout.span,
+                    "`timeout` must be longer than zero; leave it out for the default \
+                     (1h, 3h for a first sync)",
+                );
+                return None;
+            }
+            Some(timeout)
+        });
+        let refs_per_push = raw.refs_per_push.and_then(|refs| {
+            if *refs.get_ref() == 0 {
+                self.error(&refs.span(), "`refs_per_push` must be at least 1");
+                return None;
+            }
+            Some(Setting::from_spanned(refs))
+        });
+        let options = Options {
+            enabled: raw.enabled.map(Setting::from_spanned),
+            only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
+            protected_branches,
+            mirror_branch_regex,
+            keep_divergent_refs: raw.keep_divergent_refs.map(Setting::from_spanned),
+            prune: raw.prune.map(|prune| {
+                let span = prune.span();
+                let value = match prune.into_inner() {
+                    RawPrune::Merged => Prune::Merged,
+                    RawPrune::All => Prune::All,
+                    RawPrune::None => Prune::None,
+                };
+                Setting { value, span }
+            }),
+            username,
+            password_file,
+            password_env,
+            delay,
+            protected_delay,
+            retries: raw.retries.map(Setting::from_spanned),
+            timeout,
+            refs_per_push,
+        };
+        let scope = match level {
+            Level::Defaults => " in [defaults]",
+            Level::Mirror => "",
+        };
+        if let (Some(only @ Setting { value: true, .. }), Some(regex)) = (
+            &options.only_protected_branches,
+            &options.mirror_branch_regex,
+        ) {
+            let message = format!(
+                "`only_protected_branches = true` and `mirror_branch_regex` cannot both be \
+                 set{scope} (the other is at line {}): choose one",
+                self.line(&only.span)
+            );
+            self.error(&regex.span, message);
+        }
+        if let (Some(file), Some(env)) = (&options.password_file, &options.password_env) {
+            let message = format!(
+                "`password_file` and `password_env` cannot both be set{scope} (the other is \
+                 at line {}): choose one",
+                self.line(&file.span)
+            );
+            self.error(&env.span, message);
+        }
+        options
+    }
+
+    /// Validates one `[[mirror]]` with `[defaults]` applied. Returns `None` if it has errors
+    /// (they are reported).
+    fn mirror(
+        &mut self,
+        raw: Spanned<super::raw::RawMirror>,
+        defaults: &Options,
+        names: &mut HashMap<String, Range<usize>>,
+        password_file_of_defaults_checked: &mut bool,
+    ) -> Option<Mirror> {
+        let errors_before = self.errors.len();
+        let header = raw.span();
+        let (identity, own) = raw.into_inner().split();
+        let own = self.options(own, Level::Mirror);
+
+        let name = match identity.name {
+            None => {
+                self.error(&header, "missing required key `name` in [[mirror]]");
+                None
+            }
+            Some(name) => self.mirror_name(&name, names),
+        };
+        let label = name
+            .as_ref()
+            .map_or_else(|| "mirror".to_owned(), |n| format!("mirror `{n}`"));
+        let repo = match &identity.repo {
+            None => {
+                self.error(&header, "missing required key `repo` in [[mirror]]");
+                None
+            }
+            Some(repo) => self.path_value("repo", repo),
+        };
+        let url = match &identity.url {
+            None => {
+                self.error(&header, "missing required key `url` in [[mirror]]");
+                None
+            }
+            Some(url) if url.get_ref().trim().is_empty() => {
+                self.error(&url.span(), "`url` is empty");
+                None
+            }
+            Some(url) => Some(Setting {
+                value: RemoteUrl::parse(url.get_ref()),
+                span: url.span(),
+            }),
+        };
+
+        // Branch filter: the mirror's choice replaces the default's as a whole.
+        let filter_source = if own.chooses_branch_filter() {
+            &own
+        } else {
+            defaults
+        };
+        let only_protected = own
+            .only_protected_branches
+            .as_ref()
+            .or(filter_source.only_protected_branches.as_ref())
+            .is_some_and(|only| only.value);
+        let protected_branches = own
+            .protected_branches
+            .as_ref()
+            .or(defaults.protected_branches.as_ref());
+        let branches = if only_protected {
+            match protected_branches {
+                Some(list) => BranchFilter::Protected(list.value.clone()),
+                None => BranchFilter::DefaultBranch,
+            }
+        } else {
+            match filter_source.mirror_branch_regex.as_ref() {
+                Some(regex) => BranchFilter::Regex(regex.value.clone()),
+                None => BranchFilter::All,
+            }
+        };
+        if let (Some(list), false) = (&own.protected_branches, only_protected) {
+            self.warning(
+                &list.span,
+                format!(
+                    "`protected_branches` of {label} has no effect without \
+                     `only_protected_branches = true`"
+                ),
+            );
+        }
+
+        // Credentials: the mirror's own source replaces the defaults' as a whole.
+        let url_password = url
+            .as_ref()
+            .is_some_and(|url| url.value.password().is_some());
+        if url_password {
+            for (key, span) in [
+                ("password_file", own.password_file.as_ref().map(|f| &f.span)),
+                ("password_env", own.password_env.as_ref().map(|e| &e.span)),
+            ] {
+                if let Some(span) = span {
+                    self.error(
+                        span,
+                        format!(
+                            "`{key}` cannot be used with a password embedded in `url`: keep \
+                             only one (preferably `{key}`)"
+                        ),
+                    );
+                }
+            }
+        }
+        let own_password = own.password_file.is_some() || own.password_env.is_some();
+        let (password_file, password_env, password_from_defaults) = if own_password {
+            (own.password_file.as_ref(), own.password_env.as_ref(), false)
+        } else if url_password {
+            (None, None, false)
+        } else {
+            (
+                defaults.password_file.as_ref(),
+                defaults.password_env.as_ref(),
+                true,
+            )
+        };
+        let password = match (password_file, password_env) {
+            (Some(file), _) => PasswordSource::File(file.value.clone()),
+            (None, Some(env)) => PasswordSource::Env(env.value.clone()),
+            (None, None) if url_password => PasswordSource::Url,
+            (None, None) => PasswordSource::None,
+        };
+
+        if let Some(url) = &url {
+            self.check_url(&label, url, own_password);
+        }
+        if let Some(repo) = &repo {
+            self.check_repository(&label, repo);
+        }
+        // A password file of `[defaults]` is checked once, not once per mirror using it.
+        let already_checked = password_from_defaults && *password_file_of_defaults_checked;
+        if let (Some(file), false) = (password_file, already_checked) {
+            *password_file_of_defaults_checked |= password_from_defaults;
+            self.check_password_file(&label, file);
+        }
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let (name, repo, url) = (name?, repo?, url?);
+        let username = own
+            .username
+            .as_ref()
+            .or(defaults.username.as_ref())
+            .map(|user| user.value.clone())
+            // An ssh URL's user is part of the address git is given, not an HTTP user name.
+            .or_else(|| {
+                url.value
+                    .user()
+                    .filter(|_| url.value.is_http())
+                    .map(str::to_owned)
+            });
+        Some(Mirror {
+            name,
+            repo: repo.value,
+            url: url.value,
+            enabled: value_or(&own.enabled, &defaults.enabled, true),
+            branches,
+            keep_divergent_refs: value_or(
+                &own.keep_divergent_refs,
+                &defaults.keep_divergent_refs,
+                false,
+            ),
+            prune: value_or(&own.prune, &defaults.prune, Prune::Merged),
+            username,
+            password,
+            delay: value_or(&own.delay, &defaults.delay, DEFAULT_DELAY),
+            protected_delay: value_or(
+                &own.protected_delay,
+                &defaults.protected_delay,
+                DEFAULT_PROTECTED_DELAY,
+            ),
+            retries: value_or(&own.retries, &defaults.retries, DEFAULT_RETRIES),
+            timeout: own
+                .timeout
+                .as_ref()
+                .or(defaults.timeout.as_ref())
+                .map(|t| t.value),
+            refs_per_push: value_or(
+                &own.refs_per_push,
+                &defaults.refs_per_push,
+                DEFAULT_REFS_PER_PUSH,
+            ),
+        })
+    }
+
+    /// Returns the mirror's name if it is valid and not taken, reporting it otherwise.
+    fn mirror_name(
+        &mut self,
+        name: &Spanned<String>,
+        names: &mut HashMap<String, Range<usize>>,
+    ) -> Option<MirrorName> {
+        let Some(valid) = MirrorName::new(name.get_ref()) else {
+            self.error(
+                &name.span(),
+                format!(
+                    "invalid mirror name \"{}\": use 1 to 128 of the characters A-Z a-z 0-9 \
+                     . _ - (and not \".\" or \"..\")",
+                    name.get_ref()
+                ),
+            );
+            return None;
+        };
+        if let Some(first) = names.get(name.get_ref()) {
+            let message = format!(
+                "duplicate mirror name \"{}\": already used by the mirror at line {}",
+                name.get_ref(),
+                self.line(first)
+            );
+            self.error(&name.span(), message);
+            return None;
+        }
+        names.insert(name.get_ref().clone(), name.span());
+        Some(valid)
+    }
+
+    /// Reports an unsupported scheme (a mirror problem) and credentials in the URL (a warning).
+    fn check_url(&mut self, label: &str, url: &Setting<RemoteUrl>, own_password: bool) {
+        if let Some(reason) = url.value.unsupported_reason() {
+            self.problem(&url.span, format!("{label}: {reason}"));
+            return;
+        }
+        if url.value.has_embedded_credentials() {
+            let advice = if url.value.password().is_some() {
+                "move the password to `password_file` (mode 600) and the user to `username`"
+            } else {
+                "move the user to `username`"
+            };
+            self.warning(
+                &url.span,
+                format!(
+                    "the url of {label} embeds credentials ({}): {advice}",
+                    url.value.display(true)
+                ),
+            );
+        }
+        if own_password && !url.value.is_http() {
+            self.warning(
+                &url.span,
+                format!(
+                    "{label} sets a password, but only http(s) URLs use one; {} does not",
+                    url.value.display(false)
+                ),
+            );
+        }
+    }
+
+    /// Reports a repository that is missing or that libgit2 cannot open (a mirror problem).
+    fn check_repository(&mut self, label: &str, repo: &Setting<PathBuf>) {
+        let path = repo.value.display();
+        match std::fs::metadata(&repo.value) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.problem(
+                    &repo.span,
+                    format!("{label}: repository {path} does not exist"),
+                );
+            }
+            Err(error) => {
+                self.problem(
+                    &repo.span,
+                    format!("{label}: cannot access repository {path}: {error}"),
+                );
+            }
+            Ok(_) => {
+                if let Err(error) = git2::Repository::open(&repo.value) {
+                    self.problem(
+                        &repo.span,
+                        format!(
+                            "{label}: {path} is not a readable git repository: {}",
+                            error.message()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reports a password file that is missing, unreadable, or open to group or others
+    /// (SPEC.md section 8: such a file is refused).
+    fn check_password_file(&mut self, label: &str, file: &Setting<PathBuf>) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = file.value.display();
+        let message = match std::fs::metadata(&file.value) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                format!("{label}: password file {path} does not exist")
+            }
+            Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+            Ok(meta) if !meta.is_file() => {
+                format!("{label}: password file {path} is not a regular file")
+            }
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => format!(
+                "{label}: refusing {path}: it is readable by group or others (mode {:04o}); \
+                 chmod 600 it",
+                meta.permissions().mode() & 0o7777
+            ),
+            Ok(_) => match std::fs::File::open(&file.value) {
+                Ok(_) => return,
+                Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+            },
+        };
+        self.problem(&file.span, message);
+    }
+}
+
+/// Returns the mirror's value, else the default's, else `fallback`.
+fn value_or<T: Clone>(own: &Option<Setting<T>>, default: &Option<Setting<T>>, fallback: T) -> T {
+    own.as_ref()
+        .or(default.as_ref())
+        .map_or(fallback, |setting| setting.value.clone())
+}
+
+fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+}
+
+/// Removes from `table`, searching nested tables and arrays, the innermost key whose name or
+/// value contains `span`. Returns the removed key's name.
+fn remove_entry_at(table: &mut DeTable<'_>, span: &Range<usize>) -> Option<String> {
+    let mut hit = None;
+    for (key, value) in table.iter_mut() {
+        if let Some(inner) = remove_in_value(value.get_mut(), span) {
+            return Some(inner);
+        }
+        if hit.is_none() && (contains(&key.span(), span) || contains(&value.span(), span)) {
+            hit = Some(key.get_ref().to_string());
+        }
+    }
+    let name = hit?;
+    table.remove(name.as_str());
+    Some(name)
+}
+
+fn remove_in_value(value: &mut DeValue<'_>, span: &Range<usize>) -> Option<String> {
+    match value {
+        DeValue::Table(table) => remove_entry_at(table, span),
+        DeValue::Array(items) => items
+            .iter_mut()
+            .find_map(|item| remove_in_value(item.get_mut(), span)),
+        _ => None,
+    }
+}
+
+fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// Returns serde's message about `key` in the configuration's words.
+fn describe_serde_error(key: &str, message: &str) -> String {
+    let message = tidy_serde_message(message);
+    if message.starts_with("unknown key") {
+        return message;
+    }
+    let hint = if DURATION_KEYS.contains(&key) && message.contains("expected a string") {
+        "; durations are strings such as \"30s\", \"5m\", \"1h\""
+    } else {
+        ""
+    };
+    format!("`{key}`: {message}{hint}")
+}
+
+/// Returns serde's message with Rust's type names replaced by what a TOML writer knows.
+fn tidy_serde_message(message: &str) -> String {
+    let message = match message.strip_prefix("unknown field ") {
+        Some(rest) => format!("unknown key {rest}"),
+        None => message.to_owned(),
+    };
+    message
+        .replace("expected usize", "expected a non-negative integer")
+        .replace("expected u32", "expected an integer from 0 to 4294967295")
+        .replace("expected a sequence", "expected an array")
+}
+
+/// Returns the gist of a regex error on one line: syntax errors come as several lines (the
+/// regex, a caret under the fault, then `error: ...`).
+fn regex_error_summary(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix("error: "))
+        .map_or_else(
+            || {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+            str::to_owned,
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Validates `text` as if it were `/base/c.toml` (named `c.toml` in messages).
+    fn check(text: &str) -> Result<Config, Vec<String>> {
+        check_in(text, Path::new("/base"))
+    }
+
+    fn check_in(text: &str, base_dir: &Path) -> Result<Config, Vec<String>> {
+        from_source(
+            text,
+            Path::new("c.toml"),
+            &base_dir.join("c.toml"),
+            base_dir,
+        )
+        .map_err(|error| {
+            error
+                .diagnostics()
+                .iter()
+                .map(Diagnostic::to_string)
+                .collect()
+        })
+    }
+
+    fn valid(text: &str) -> Config {
+        match check(text) {
+            Ok(config) => config,
+            Err(errors) => panic!("expected a valid configuration, got {errors:#?}"),
+        }
+    }
+
+    /// Returns the diagnostics of an invalid `text`, except the one that every use of
+    /// [`MIRROR`] brings (its repository does not exist), to keep expectations short.
+    fn errors(text: &str) -> Vec<String> {
+        match check(text) {
+            Ok(config) => panic!("expected errors, got {config:#?}"),
+            Err(errors) => errors
+                .into_iter()
+                .filter(|e| !e.ends_with("repository /base/repos/app.git does not exist"))
+                .collect(),
+        }
+    }
+
+    const MIRROR: &str = "[[mirror]]\nname = \"app\"\nrepo = \"repos/app.git\"\n\
+                          url = \"https://example.com/app.git\"\n";
+
+    #[test]
+    fn minimal_mirror_gets_every_default() {
+        let config = valid(MIRROR);
+        assert_eq!(config.path, Path::new("/base/c.toml"));
+        assert_eq!(config.daemon.state_dir, Path::new("/var/lib/pushmirror"));
+        assert_eq!(
+            config.daemon.socket,
+            Path::new("/var/lib/pushmirror/control.sock")
+        );
+        assert_eq!(config.daemon.socket_group, None);
+        assert_eq!(config.daemon.max_parallel_pushes, 4);
+        assert_eq!(config.daemon.log_format, LogFormat::Text);
+        assert_eq!(config.daemon.git_config, GitConfigPolicy::Isolated);
+        let [mirror] = config.mirrors.as_slice() else {
+            panic!("one mirror expected: {:?}", config.mirrors);
+        };
+        assert_eq!(mirror.name.as_str(), "app");
+        assert_eq!(mirror.repo, Path::new("/base/repos/app.git"));
+        assert_eq!(mirror.url.for_git(), "https://example.com/app.git");
+        assert!(mirror.enabled);
+        assert!(matches!(mirror.branches, BranchFilter::All));
+        assert!(!mirror.keep_divergent_refs);
+        assert_eq!(mirror.prune, Prune::Merged);
+        assert_eq!(mirror.username, None);
+        assert!(matches!(mirror.password, PasswordSource::None));
+        assert_eq!(mirror.delay, Duration::from_secs(300));
+        assert_eq!(mirror.protected_delay, Duration::from_secs(60));
+        assert_eq!(mirror.window(), Duration::from_secs(300));
+        assert_eq!(mirror.retries, 3);
+        assert_eq!(mirror.timeout, None);
+        assert_eq!(mirror.refs_per_push, 10_000);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        // The repository does not exist: a problem of that mirror, not an error of the file.
+        assert_eq!(
+            config.mirror_problems,
+            ["c.toml:3:8: mirror `app`: repository /base/repos/app.git does not exist"]
+        );
+    }
+
+    #[test]
+    fn daemon_table_and_relative_paths() {
+        let config = valid(
+            "[daemon]\nstate_dir = \"./state\"\nsocket_group = \"git\"\n\
+             max_parallel_pushes = 16\nlog_format = \"json\"\ngit_config = \"inherit\"\n",
+        );
+        assert_eq!(config.daemon.state_dir, Path::new("/base/state"));
+        assert_eq!(config.daemon.socket, Path::new("/base/state/control.sock"));
+        assert_eq!(config.daemon.socket_group.as_deref(), Some("git"));
+        assert_eq!(config.daemon.max_parallel_pushes, 16);
+        assert_eq!(config.daemon.log_format, LogFormat::Json);
+        assert_eq!(config.daemon.git_config, GitConfigPolicy::Inherit);
+        let config = valid("[daemon]\nsocket = \"/run/pm.sock\"\n");
+        assert_eq!(config.daemon.socket, Path::new("/run/pm.sock"));
+        assert!(config.mirrors.is_empty());
+    }
+
+    #[test]
+    fn defaults_apply_and_mirror_values_override_them() {
+        let config = valid(&format!(
+            "[defaults]\ndelay = \"10m\"\nprotected_delay = \"30s\"\nretries = 5\n\
+             timeout = \"2h\"\nprune = \"none\"\nkeep_divergent_refs = true\n\
+             refs_per_push = 100\nenabled = false\nusername = \"bot\"\n\n{MIRROR}\
+             [[mirror]]\nname = \"other\"\nrepo = \"/srv/other.git\"\n\
+             url = \"https://example.com/other.git\"\ndelay = \"1h30m\"\nretries = 0\n\
+             prune = \"all\"\nenabled = true\nusername = \"me\"\ntimeout = \"90s\"\n"
+        ));
+        let [app, other] = config.mirrors.as_slice() else {
+            panic!("two mirrors expected");
+        };
+        assert_eq!(app.delay, Duration::from_secs(600));
+        assert_eq!(app.protected_delay, Duration::from_secs(30));
+        assert_eq!(app.retries, 5);
+        assert_eq!(app.timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(app.timeout_for(true), Duration::from_secs(7200));
+        assert_eq!(app.prune, Prune::None);
+        assert!(app.keep_divergent_refs);
+        assert_eq!(app.refs_per_push, 100);
+        assert!(!app.enabled);
+        assert_eq!(app.username.as_deref(), Some("bot"));
+        assert_eq!(other.delay, Duration::from_secs(5400));
+        assert_eq!(other.retries, 0);
+        assert_eq!(other.prune, Prune::All);
+        assert!(other.enabled);
+        assert_eq!(other.username.as_deref(), Some("me"));
+        assert_eq!(other.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(other.repo, Path::new("/srv/other.git"));
+    }
+
+    #[test]
+    fn branch_filters() {
+        let filter = |options: &str| {
+            let config = valid(&format!("{MIRROR}{options}"));
+            config.mirrors[0].branches.clone()
+        };
+        assert!(matches!(filter(""), BranchFilter::All));
+        assert!(matches!(
+            filter("only_protected_branches = false\n"),
+            BranchFilter::All
+        ));
+        assert!(matches!(
+            filter("only_protected_branches = true\n"),
+            BranchFilter::DefaultBranch
+        ));
+        match filter(
+            "only_protected_branches = true\nprotected_branches = [\"main\", \"release/*\"]\n",
+        ) {
+            BranchFilter::Protected(patterns) => {
+                let names: Vec<&str> = patterns.iter().map(BranchPattern::as_str).collect();
+                assert_eq!(names, ["main", "release/*"]);
+            }
+            other => panic!("expected a protected list, got {other:?}"),
+        }
+        match filter("only_protected_branches = true\nprotected_branches = []\n") {
+            BranchFilter::Protected(patterns) => assert!(patterns.is_empty()),
+            other => panic!("expected an empty protected list, got {other:?}"),
+        }
+        match filter("mirror_branch_regex = \"^(main|feature/.*)$\"\n") {
+            BranchFilter::Regex(regex) => {
+                assert!(regex.is_match("feature/x"));
+                assert!(!regex.is_match("fix/x"));
+            }
+            other => panic!("expected a regex, got {other:?}"),
+        }
+        let config = valid(&format!("{MIRROR}only_protected_branches = true\n"));
+        assert_eq!(config.mirrors[0].window(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_mirror_branch_filter_replaces_the_default_one() {
+        let config = valid(&format!(
+            "[defaults]\nonly_protected_branches = true\nprotected_branches = [\"main\"]\n\
+             {MIRROR}\
+             [[mirror]]\nname = \"regex\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             mirror_branch_regex = \"^x$\"\n\
+             [[mirror]]\nname = \"all\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             only_protected_branches = false\n"
+        ));
+        assert!(matches!(
+            config.mirrors[0].branches,
+            BranchFilter::Protected(_)
+        ));
+        assert!(matches!(config.mirrors[1].branches, BranchFilter::Regex(_)));
+        assert!(matches!(config.mirrors[2].branches, BranchFilter::All));
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn protected_branches_without_only_protected_is_a_warning() {
+        let config = valid(&format!("{MIRROR}protected_branches = [\"main\"]\n"));
+        assert!(matches!(config.mirrors[0].branches, BranchFilter::All));
+        assert_eq!(
+            config.warnings,
+            [
+                "c.toml:5:22: `protected_branches` of mirror `app` has no effect without \
+              `only_protected_branches = true`"
+            ]
+        );
+        let config = valid(&format!(
+            "[defaults]\nprotected_branches = [\"main\"]\n{MIRROR}"
+        ));
+        assert_eq!(
+            config.warnings,
+            [
+                "c.toml:2:22: `protected_branches` in [defaults] has no effect: no mirror sets \
+              `only_protected_branches = true`"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_everywhere_are_all_reported_with_the_allowed_ones() {
+        let found = errors(&format!(
+            "colour = 1\n[daemon]\nstate = \"x\"\n[defaults]\ndelays = \"5m\"\n{MIRROR}\
+             branch = \"main\"\n[mirror.extra]\nx = 1\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "c.toml:1:1: unknown key `colour`, expected one of `daemon`, `defaults`, \
+                 `mirror`",
+                "c.toml:3:1: unknown key `state`, expected one of `state_dir`, `socket`, \
+                 `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`",
+                "c.toml:5:1: unknown key `delays`, expected one of `enabled`, \
+                 `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
+                 `keep_divergent_refs`, `prune`, `username`, `password_file`, \
+                 `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
+                 `refs_per_push`",
+                "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
+                 `enabled`, `only_protected_branches`, `protected_branches`, \
+                 `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
+                 `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
+                 `timeout`, `refs_per_push`",
+                "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
+                 `enabled`, `only_protected_branches`, `protected_branches`, \
+                 `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
+                 `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
+                 `timeout`, `refs_per_push`",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_all_reported() {
+        let found = errors(&format!(
+            "[daemon]\nmax_parallel_pushes = \"4\"\nlog_format = \"xml\"\n\
+             [defaults]\ndelay = 300\nretries = -1\n{MIRROR}enabled = \"yes\"\n\
+             protected_branches = [\"main\", 2]\nprune = \"some\"\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "c.toml:2:23: `max_parallel_pushes`: invalid type: string \"4\", expected \
+                 a non-negative integer",
+                "c.toml:3:14: `log_format`: unknown variant `xml`, expected `text` or `json`",
+                "c.toml:5:9: `delay`: invalid type: integer `300`, expected a string; \
+                 durations are strings such as \"30s\", \"5m\", \"1h\"",
+                "c.toml:6:11: `retries`: invalid value: integer `-1`, expected an integer \
+                 from 0 to 4294967295",
+                "c.toml:11:11: `enabled`: invalid type: string \"yes\", expected a boolean",
+                "c.toml:12:31: `protected_branches`: invalid type: integer `2`, expected a \
+                 string",
+                "c.toml:13:9: `prune`: unknown variant `some`, expected one of `merged`, \
+                 `all`, `none`",
+            ]
+        );
+    }
+
+    #[test]
+    fn tables_of_the_wrong_type() {
+        assert_eq!(
+            errors("daemon = 3\nmirror = \"x\"\n"),
+            [
+                "c.toml:1:10: `daemon`: invalid type: integer `3`, expected a table",
+                "c.toml:2:10: `mirror`: invalid type: string \"x\", expected an array",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let found = errors(&format!(
+            "[daemon]\nmax_parallel_pushes = 0\nstate_dir = \"\"\n[defaults]\n\
+             delay = \"5\"\nprotected_delay = \"1x\"\ntimeout = \"0s\"\n{MIRROR}\
+             refs_per_push = 0\nmirror_branch_regex = \"(unclosed\"\ndelay = \"\"\n\
+             password_env = \"A=B\"\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "c.toml:2:23: `max_parallel_pushes` must be at least 1",
+                "c.toml:3:13: `state_dir` is empty",
+                "c.toml:5:9: `delay`: invalid duration \"5\": missing unit after 5: use s, \
+                 m, h or d; write e.g. \"30s\", \"5m\", \"1h30m\"",
+                "c.toml:6:19: `protected_delay`: invalid duration \"1x\": unknown unit \"x\": \
+                 use s, m, h or d; write e.g. \"30s\", \"5m\", \"1h30m\"",
+                "c.toml:7:11: `timeout` must be longer than zero; leave it out for the \
+                 default (1h, 3h for a first sync)",
+                "c.toml:12:17: `refs_per_push` must be at least 1",
+                "c.toml:13:23: `mirror_branch_regex` is not a valid regex: unclosed group",
+                "c.toml:14:9: `delay`: invalid duration \"\": empty duration; write e.g. \
+                 \"30s\", \"5m\", \"1h30m\"",
+                "c.toml:15:16: `password_env`: \"A=B\" is not an environment variable name",
+            ]
+        );
+    }
+
+    #[test]
+    fn mirror_names_must_be_valid_and_unique() {
+        let found = errors(
+            "[[mirror]]\nname = \"a b\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             [[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             [[mirror]]\nname = \"..\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             [[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n",
+        );
+        let expected: Vec<String> = [
+            "c.toml:2:8: invalid mirror name \"a b\": use 1 to 128 of the characters A-Z a-z \
+             0-9 . _ - (and not \".\" or \"..\")",
+            "c.toml:3:8: mirror: repository /r.git does not exist",
+            "c.toml:7:8: mirror `app`: repository /r.git does not exist",
+            "c.toml:10:8: invalid mirror name \"..\": use 1 to 128 of the characters A-Z a-z \
+             0-9 . _ - (and not \".\" or \"..\")",
+            "c.toml:11:8: mirror: repository /r.git does not exist",
+            "c.toml:14:8: duplicate mirror name \"app\": already used by the mirror at line 6",
+            "c.toml:15:8: mirror: repository /r.git does not exist",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn required_keys_and_empty_url() {
+        assert_eq!(
+            errors("[[mirror]]\n\n[[mirror]]\nname = \"x\"\nrepo = \"/\"\nurl = \" \"\n"),
+            [
+                "c.toml:1:1: missing required key `name` in [[mirror]]",
+                "c.toml:1:1: missing required key `repo` in [[mirror]]",
+                "c.toml:1:1: missing required key `url` in [[mirror]]",
+                "c.toml:5:8: mirror `x`: / is not a readable git repository: could not find \
+                 repository at '/'",
+                "c.toml:6:7: `url` is empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn exclusive_keys() {
+        let found = errors(&format!(
+            "[defaults]\npassword_file = \"/t\"\npassword_env = \"T\"\n{MIRROR}\
+             only_protected_branches = true\nmirror_branch_regex = \"x\"\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                // Checked once for all the mirrors that use it.
+                "c.toml:2:17: mirror `app`: password file /t does not exist",
+                "c.toml:3:16: `password_file` and `password_env` cannot both be set in \
+                 [defaults] (the other is at line 2): choose one",
+                "c.toml:9:23: `only_protected_branches = true` and `mirror_branch_regex` \
+                 cannot both be set (the other is at line 8): choose one",
+            ]
+        );
+    }
+
+    #[test]
+    fn password_in_url_excludes_password_keys() {
+        let found = errors(
+            "[[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\n\
+             url = \"https://u:p@example.com/app.git\"\npassword_env = \"TOKEN\"\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "c.toml:3:8: mirror `app`: repository /r.git does not exist",
+                "c.toml:5:16: `password_env` cannot be used with a password embedded in \
+                 `url`: keep only one (preferably `password_env`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn url_credentials_are_a_warning_that_never_shows_the_secret() {
+        let config = valid(
+            "[defaults]\npassword_env = \"DEFAULT_TOKEN\"\n\
+             [[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\n\
+             url = \"https://bot:hunter22@example.com/app.git\"\n",
+        );
+        let mirror = &config.mirrors[0];
+        // The URL's password replaces the default's password source.
+        assert!(matches!(mirror.password, PasswordSource::Url));
+        assert_eq!(mirror.username.as_deref(), Some("bot"));
+        assert_eq!(
+            config.warnings,
+            ["c.toml:6:7: the url of mirror `app` embeds credentials \
+              (https://*****:*****@example.com/app.git): move the password to \
+              `password_file` (mode 600) and the user to `username`"]
+        );
+        assert!(!format!("{config:?}").contains("hunter22"));
+    }
+
+    #[test]
+    fn password_sources() {
+        let config = valid(
+            "[defaults]\npassword_env = \"DEFAULT_TOKEN\"\n\
+             [[mirror]]\nname = \"a\"\nrepo = \"/r.git\"\nurl = \"https://h/a.git\"\n\
+             [[mirror]]\nname = \"b\"\nrepo = \"/r.git\"\nurl = \"https://h/b.git\"\n\
+             password_file = \"secrets/b.token\"\n",
+        );
+        assert!(matches!(
+            &config.mirrors[0].password,
+            PasswordSource::Env(name) if name == "DEFAULT_TOKEN"
+        ));
+        assert!(matches!(
+            &config.mirrors[1].password,
+            PasswordSource::File(path) if path == Path::new("/base/secrets/b.token")
+        ));
+        assert!(
+            config.mirror_problems.contains(
+                &"c.toml:11:17: mirror `b`: password file /base/secrets/b.token does not exist"
+                    .to_owned()
+            ),
+            "{:?}",
+            config.mirror_problems
+        );
+    }
+
+    #[test]
+    fn unsupported_scheme_is_a_mirror_problem() {
+        let config =
+            valid("[[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\nurl = \"ftp://h/app.git\"\n");
+        assert_eq!(
+            config.mirror_problems,
+            [
+                "c.toml:3:8: mirror `app`: repository /r.git does not exist",
+                "c.toml:4:7: mirror `app`: unsupported URL scheme 'ftp' in ftp://h/app.git: \
+                 expected https, http, ssh, git or file",
+            ]
+        );
+    }
+
+    #[test]
+    fn real_repository_and_password_file_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git2::Repository::init_bare(dir.path().join("app.git")).expect("init bare repo");
+        std::fs::create_dir(dir.path().join("plain")).expect("mkdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "secret\n").expect("write token");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = "[[mirror]]\nname = \"app\"\nrepo = \"app.git\"\n\
+                    url = \"https://h/app.git\"\npassword_file = \"token\"\n\
+                    [[mirror]]\nname = \"plain\"\nrepo = \"plain\"\nurl = \"https://h/p.git\"\n";
+        let config = check_in(text, dir.path()).expect("valid file");
+        let base = dir.path().display();
+        assert_eq!(
+            config.mirror_problems,
+            [
+                format!(
+                    "c.toml:5:17: mirror `app`: refusing {base}/token: it is readable by \
+                     group or others (mode 0644); chmod 600 it"
+                ),
+                format!(
+                    "c.toml:8:8: mirror `plain`: {base}/plain is not a readable git \
+                     repository: could not find repository at '{base}/plain'"
+                ),
+            ]
+        );
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let config = check_in(text, dir.path()).expect("valid file");
+        assert_eq!(
+            config.mirror_problems.len(),
+            1,
+            "{:?}",
+            config.mirror_problems
+        );
+        assert_eq!(config.mirrors[0].repo, dir.path().join("app.git"));
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_alone() {
+        assert_eq!(
+            errors("[daemon]\nmax_parallel_pushes = 0\nbad key\n"),
+            ["c.toml:3:5: invalid TOML: key with no value, expected `=`"]
+        );
+    }
+
+    #[test]
+    fn socket_path_length_is_checked() {
+        let long = "x".repeat(120);
+        assert_eq!(
+            errors(&format!("[daemon]\nstate_dir = \"/{long}\"\n")),
+            [format!(
+                "c.toml:2:13: the control socket path /{long}/control.sock is 134 bytes long; \
+                 Unix sockets allow at most 107: set a shorter `socket`"
+            )]
+        );
+    }
+
+    #[test]
+    fn load_reports_a_missing_file_and_resolves_against_the_file_directory() {
+        let missing = Path::new("/nonexistent/dir/pm.toml");
+        match load(missing) {
+            Err(ConfigError::Io { path, source }) => {
+                assert_eq!(path, missing);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected an I/O error, got {other:?}"),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pm.toml");
+        std::fs::write(&path, "[daemon]\nstate_dir = \"state\"\n").expect("write");
+        let config = load(&path).expect("valid");
+        assert_eq!(config.path, path);
+        assert_eq!(config.daemon.state_dir, dir.path().join("state"));
+        std::fs::write(&path, b"# caf\xc3\xa9\n\xff\n").expect("write");
+        assert_eq!(
+            load(&path).expect_err("invalid utf-8").to_string(),
+            format!("{}:2:1: the file is not valid UTF-8", path.display())
+        );
+    }
 }

@@ -267,13 +267,13 @@ fn batches<'a>(
 ) -> Vec<&'a [RefUpdate]> {
     let mut out = Vec::new();
     let mut rest = updates;
-    if !remote_has_branches {
-        if let Some(first) = rest.first() {
-            if Some(first.refname.as_str()) == default_branch && first.kind == UpdateKind::Create {
-                out.push(&rest[..1]);
-                rest = &rest[1..];
-            }
-        }
+    if !remote_has_branches
+        && let Some(first) = rest.first()
+        && Some(first.refname.as_str()) == default_branch
+        && first.kind == UpdateKind::Create
+    {
+        out.push(&rest[..1]);
+        rest = &rest[1..];
     }
     while !rest.is_empty() {
         let mut len = 0;
@@ -324,7 +324,7 @@ fn tally(
                 });
             }
             RefOutcome::RemoteRejected { reason } => {
-                report.rejections_transient &= is_lock_failure(reason);
+                report.rejections_transient &= result.outcome.is_lock_failure();
                 report.rejected.push(RejectedRef {
                     refname: result.refname.clone(),
                     reason: reason.clone(),
@@ -332,11 +332,6 @@ fn tally(
             }
         }
     }
-}
-
-fn is_lock_failure(reason: &str) -> bool {
-    let reason = reason.to_ascii_lowercase();
-    reason.contains("failed to lock") || reason.contains("cannot lock")
 }
 
 #[cfg(test)]

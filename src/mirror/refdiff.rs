@@ -134,11 +134,11 @@ pub fn plan(
     }
 
     // Put the default branch first, so that a new remote takes it as its default.
-    if let Some(default) = default_branch {
-        if let Some(i) = plan.updates.iter().position(|u| u.refname == default) {
-            let update = plan.updates.remove(i);
-            plan.updates.insert(0, update);
-        }
+    if let Some(default) = default_branch
+        && let Some(i) = plan.updates.iter().position(|u| u.refname == default)
+    {
+        let update = plan.updates.remove(i);
+        plan.updates.insert(0, update);
     }
 
     // Remote-only refs. Nothing is deleted when keeping divergent refs, nor when the local

@@ -1,0 +1,278 @@
+//! The control-socket protocol: the only types that cross the socket.
+//!
+//! Framing: JSON lines. A client writes one request object followed by `\n` and reads one
+//! response line; a connection may carry several requests in turn. Every request carries
+//! `"v": 1`; a daemon answers a version it does not speak with an `unsupported_version` error,
+//! so old hooks keep working against a newer daemon as long as it still speaks their version.
+//! Requests are bounded (see [`MAX_REQUEST_BYTES`]); see `docs/protocol.md` for examples.
+//!
+//! API boundary: fields may be added (readers ignore unknown fields); renaming or removing
+//! one needs a new version.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{RejectedRef, Timestamp, UpdateSummary};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest request line accepted (a push of tens of thousands of refs fits).
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// One request line: the version and the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLine {
+    pub v: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// What a client asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the daemon there? Answered with [`Response::Pong`].
+    Ping,
+    /// Refs of a repository changed (the post-receive hook). Answered with
+    /// [`Response::Notified`] only once the notification is durable.
+    Notify(Notification),
+    /// Force updates now, bypassing the window. With `wait`, the answer comes when every
+    /// selected mirror's update ended.
+    Sync { target: SyncTarget, wait: bool },
+    /// Status of one mirror or of all.
+    Status { name: Option<String> },
+    /// Re-read the configuration (as SIGHUP).
+    Reload,
+}
+
+/// A push to a local repository: which refs changed, in the hook's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The repository (absolute), as the hook found it.
+    pub repo: PathBuf,
+    pub refs: Vec<RefChange>,
+}
+
+/// One `<old> <new> <ref>` line of post-receive input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefChange {
+    pub old: String,
+    pub new: String,
+    #[serde(rename = "ref")]
+    pub name: String,
+}
+
+/// Which mirrors a sync concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncTarget {
+    Mirrors(Vec<String>),
+    Repo(PathBuf),
+    All,
+}
+
+/// The daemon's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Pong {
+        version: u32,
+        /// The daemon's process id.
+        pid: u32,
+    },
+    /// The notification is durable; `mirrors` were marked for an update.
+    Notified {
+        mirrors: Vec<String>,
+    },
+    /// Without `wait`: these mirrors were scheduled. With `wait`: these are their endings.
+    Synced {
+        mirrors: Vec<SyncResult>,
+    },
+    Status {
+        mirrors: Vec<MirrorStatus>,
+    },
+    /// The new configuration is in force.
+    Reloaded {
+        mirrors: usize,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// How one forced update went (`status` is `scheduled` when not waiting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResult {
+    pub name: String,
+    pub update_status: String,
+    pub last_error: Option<String>,
+}
+
+/// Classes of error replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The line is not JSON, or not a request of this protocol.
+    BadRequest,
+    UnsupportedVersion,
+    TooLarge,
+    /// The peer's uid/gid may not use the socket.
+    Forbidden,
+    /// A named mirror or repository is unknown.
+    NotFound,
+    /// The new configuration is invalid; the old one stays in force.
+    BadConfig,
+    /// The daemon could not make the request durable (e.g. a full disk).
+    Unavailable,
+    ShuttingDown,
+}
+
+/// One mirror in `status`: the stable machine form of SPEC section 6, also printed by
+/// `pushmirror status --json`. Absent values are `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    pub name: String,
+    pub repo: String,
+    /// Masked: `https://*****:*****@host/path`.
+    pub url: String,
+    pub enabled: bool,
+    pub update_status: String,
+    pub last_update_started_at: Option<Timestamp>,
+    pub last_update_at: Option<Timestamp>,
+    pub last_successful_update_at: Option<Timestamp>,
+    pub next_update_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub divergent_refs: Vec<String>,
+    pub rejected_refs: Vec<RejectedRef>,
+    pub refs_created: usize,
+    pub refs_updated: usize,
+    pub refs_deleted: usize,
+    pub history: Vec<UpdateSummary>,
+}
+
+/// Returns the request line for `request`, newline included.
+pub fn encode_request(request: &Request) -> String {
+    let line = RequestLine {
+        v: PROTOCOL_VERSION,
+        request: request.clone(),
+    };
+    let mut text = serde_json::to_string(&line).expect("requests always serialize");
+    text.push('\n');
+    text
+}
+
+/// Returns the response line for `response`, newline included.
+pub fn encode_response(response: &Response) -> String {
+    let mut text = serde_json::to_string(response).expect("responses always serialize");
+    text.push('\n');
+    text
+}
+
+/// Parses one request line (without its newline); the error is the reply to send.
+pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: Option<u32>,
+    }
+    let version = serde_json::from_slice::<VersionOnly>(line).map_err(|e| Response::Error {
+        kind: ErrorKind::BadRequest,
+        message: format!("not a JSON request object: {e}"),
+    })?;
+    match version.v {
+        Some(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(Response::Error {
+                kind: ErrorKind::UnsupportedVersion,
+                message: format!(
+                    "protocol version {v} is not supported; this daemon speaks {PROTOCOL_VERSION}"
+                ),
+            });
+        }
+        None => {
+            return Err(Response::Error {
+                kind: ErrorKind::BadRequest,
+                message: "missing protocol version field \"v\"".into(),
+            });
+        }
+    }
+    serde_json::from_slice::<RequestLine>(line)
+        .map(|l| l.request)
+        .map_err(|e| Response::Error {
+            kind: ErrorKind::BadRequest,
+            message: format!("bad request: {e}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Ping,
+            Request::Notify(Notification {
+                repo: "/srv/git/app.git".into(),
+                refs: vec![RefChange {
+                    old: "0".repeat(40),
+                    new: "a".repeat(40),
+                    name: "refs/heads/main".into(),
+                }],
+            }),
+            Request::Sync {
+                target: SyncTarget::Mirrors(vec!["a".into()]),
+                wait: true,
+            },
+            Request::Sync {
+                target: SyncTarget::All,
+                wait: false,
+            },
+            Request::Status { name: None },
+            Request::Reload,
+        ];
+        for request in requests {
+            let line = encode_request(&request);
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(decode_request(line.trim_end().as_bytes()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn wire_form_is_stable() {
+        assert_eq!(
+            encode_request(&Request::Ping),
+            "{\"v\":1,\"op\":\"ping\"}\n"
+        );
+        assert_eq!(
+            encode_request(&Request::Sync {
+                target: SyncTarget::All,
+                wait: false
+            }),
+            "{\"v\":1,\"op\":\"sync\",\"target\":\"all\",\"wait\":false}\n"
+        );
+        assert_eq!(
+            encode_response(&Response::Notified {
+                mirrors: vec!["m".into()]
+            }),
+            "{\"result\":\"notified\",\"mirrors\":[\"m\"]}\n"
+        );
+    }
+
+    #[test]
+    fn garbage_and_other_versions_get_error_replies() {
+        let kind = |line: &str| match decode_request(line.as_bytes()) {
+            Err(Response::Error { kind, .. }) => kind,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(kind("hello"), ErrorKind::BadRequest);
+        assert_eq!(kind("{\"op\":\"ping\"}"), ErrorKind::BadRequest);
+        assert_eq!(
+            kind("{\"v\":2,\"op\":\"ping\"}"),
+            ErrorKind::UnsupportedVersion
+        );
+        assert_eq!(kind("{\"v\":1,\"op\":\"launch\"}"), ErrorKind::BadRequest);
+    }
+}
