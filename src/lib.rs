@@ -5,5 +5,7 @@ pub mod error;
 pub mod job;
 pub mod mirror;
 pub mod protocol;
+pub mod queue;
+pub mod scheduler;
 pub mod state;
 pub mod url;

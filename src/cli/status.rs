@@ -7,29 +7,8 @@ use serde::Serialize;
 
 use crate::config::{Config, Mirror, PasswordSource};
 use crate::error::{EXIT_USAGE, chain};
-use crate::state::{MirrorState, RejectedRef, StateStore, Timestamp, UpdateSummary};
-
-/// One mirror in `status --json`: the stable machine form. Absent values are `null`.
-#[derive(Debug, Serialize)]
-pub struct MirrorStatus {
-    pub name: String,
-    pub repo: String,
-    /// Masked: `https://*****:*****@host/path`.
-    pub url: String,
-    pub enabled: bool,
-    pub update_status: &'static str,
-    pub last_update_started_at: Option<Timestamp>,
-    pub last_update_at: Option<Timestamp>,
-    pub last_successful_update_at: Option<Timestamp>,
-    pub next_update_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub divergent_refs: Vec<String>,
-    pub rejected_refs: Vec<RejectedRef>,
-    pub refs_created: usize,
-    pub refs_updated: usize,
-    pub refs_deleted: usize,
-    pub history: Vec<UpdateSummary>,
-}
+use crate::protocol::MirrorStatus;
+use crate::state::{MirrorState, StateStore, Timestamp};
 
 #[derive(Debug, Serialize)]
 struct StatusDocument {
@@ -51,7 +30,7 @@ pub fn entry(mirror: &Mirror, state: MirrorState) -> MirrorStatus {
         repo: mirror.repo.display().to_string(),
         url: display_url(mirror),
         enabled: mirror.enabled,
-        update_status: state.update_status.as_str(),
+        update_status: state.update_status.as_str().to_owned(),
         last_update_started_at: state.last_update_started_at,
         last_update_at: state.last_update_at,
         last_successful_update_at: state.last_successful_update_at,
@@ -130,7 +109,7 @@ fn table(entries: &[MirrorStatus], now: SystemTime) -> String {
     );
     for e in entries {
         let status = if e.enabled {
-            e.update_status
+            e.update_status.as_str()
         } else {
             "disabled"
         };

@@ -244,7 +244,7 @@ async fn plan_locally(
 }
 
 /// Returns a digest of the refs `branches` mirrors, stable across runs and versions.
-fn fingerprint(local: &refdiff::LocalRefs, branches: &crate::config::BranchFilter) -> String {
+pub fn fingerprint(local: &refdiff::LocalRefs, branches: &crate::config::BranchFilter) -> String {
     let mut text = String::new();
     for (name, oid) in &local.refs {
         if refdiff::is_mirrored(name, branches, local.default_branch.as_deref()) {
