@@ -262,16 +262,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (queue, pending) = Queue::open(dir.path()).expect("open");
         assert!(pending.is_empty());
-        queue.append(entry(&["a", "b"], false)).await.expect("append");
+        queue
+            .append(entry(&["a", "b"], false))
+            .await
+            .expect("append");
         queue.append(entry(&["b"], true)).await.expect("append");
         drop(queue);
         let (queue, pending) = Queue::open(dir.path()).expect("reopen");
-        assert_eq!(pending, Pending::from([("a".into(), false), ("b".into(), true)]));
+        assert_eq!(
+            pending,
+            Pending::from([("a".into(), false), ("b".into(), true)])
+        );
 
-        queue.compact(Pending::from([("b".into(), true)])).await.expect("compact");
+        queue
+            .compact(Pending::from([("b".into(), true)]))
+            .await
+            .expect("compact");
         queue.append(entry(&["c"], false)).await.expect("append");
         let (_queue, pending) = Queue::open(dir.path()).expect("reopen");
-        assert_eq!(pending, Pending::from([("b".into(), true), ("c".into(), false)]));
+        assert_eq!(
+            pending,
+            Pending::from([("b".into(), true), ("c".into(), false)])
+        );
     }
 
     #[tokio::test]

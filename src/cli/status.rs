@@ -1,13 +1,17 @@
-//! `pushmirror status [NAME] [--json]`: the status of SPEC section 6, from the state files.
+//! `pushmirror status [NAME] [--json]`: the status of SPEC section 6.
+//!
+//! Asked of the daemon, which adds what only it knows (`scheduled`, `next_update_at`); when
+//! no daemon runs, read from the state files, with a note on stderr.
 
 use std::io::Write;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::client::{Client, ClientError};
 use crate::config::{Config, Mirror, PasswordSource};
 use crate::error::{EXIT_USAGE, chain};
-use crate::protocol::MirrorStatus;
+use crate::protocol::{MirrorStatus, Request, Response};
 use crate::state::{MirrorState, StateStore, Timestamp};
 
 #[derive(Debug, Serialize)]
@@ -46,13 +50,68 @@ pub fn entry(mirror: &Mirror, state: MirrorState) -> MirrorStatus {
 }
 
 /// Prints the status; returns the exit code.
-pub fn run(
+pub async fn run(
     config: &Config,
     name: Option<&str>,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
+    let entries = match from_daemon(config, name).await {
+        Ok(Some(entries)) => entries,
+        Ok(None) => {
+            let _ = writeln!(
+                err,
+                "pushmirror: the daemon is not running; showing the last recorded status"
+            );
+            match from_files(config, name, err) {
+                Ok(entries) => entries,
+                Err(code) => return code,
+            }
+        }
+        Err(message) => {
+            let _ = writeln!(err, "error: {message}");
+            return EXIT_USAGE;
+        }
+    };
+    if json {
+        let doc = StatusDocument { mirrors: entries };
+        let text = serde_json::to_string_pretty(&doc).expect("status always serializes");
+        let _ = writeln!(out, "{text}");
+    } else {
+        let _ = out.write_all(table(&entries, SystemTime::now()).as_bytes());
+    }
+    0
+}
+
+/// Returns the daemon's answer, `None` when no daemon runs, or the error to print.
+async fn from_daemon(
+    config: &Config,
+    name: Option<&str>,
+) -> Result<Option<Vec<MirrorStatus>>, String> {
+    let timeout = std::time::Duration::from_secs(10);
+    let mut client = match Client::connect(&config.daemon.socket, timeout).await {
+        Ok(client) => client,
+        Err(ClientError::NotRunning { .. }) => return Ok(None),
+        Err(e) => return Err(chain(&e)),
+    };
+    let request = Request::Status {
+        name: name.map(str::to_owned),
+    };
+    match client.request(&request, timeout).await {
+        Ok(Response::Status { mirrors }) => Ok(Some(mirrors)),
+        Ok(Response::Error { message, .. }) => Err(message),
+        Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
+        Err(e) => Err(chain(&e)),
+    }
+}
+
+/// Returns the status recorded in the state files, or the exit code of an error.
+fn from_files(
+    config: &Config,
+    name: Option<&str>,
+    err: &mut dyn Write,
+) -> Result<Vec<MirrorStatus>, u8> {
     let mirrors: Vec<&Mirror> = match name {
         Some(name) => match config.mirror(name) {
             Some(m) => vec![m],
@@ -62,7 +121,7 @@ pub fn run(
                     "error: no mirror named {name:?} in {}",
                     config.path.display()
                 );
-                return EXIT_USAGE;
+                return Err(EXIT_USAGE);
             }
         },
         None => config.mirrors.iter().collect(),
@@ -71,7 +130,7 @@ pub fn run(
         Ok(store) => store,
         Err(e) => {
             let _ = writeln!(err, "error: {}", chain(&e));
-            return EXIT_USAGE;
+            return Err(EXIT_USAGE);
         }
     };
     let mut entries = Vec::new();
@@ -85,14 +144,7 @@ pub fn run(
         };
         entries.push(entry(mirror, state));
     }
-    if json {
-        let doc = StatusDocument { mirrors: entries };
-        let text = serde_json::to_string_pretty(&doc).expect("status always serializes");
-        let _ = writeln!(out, "{text}");
-    } else {
-        let _ = out.write_all(table(&entries, SystemTime::now()).as_bytes());
-    }
-    0
+    Ok(entries)
 }
 
 /// Returns the human table: one row per mirror, errors on an indented line below.

@@ -154,6 +154,10 @@ pub struct Mirror {
     /// The remote, credentials split off. An unsupported scheme is kept here and reported by
     /// the update, so that one bad mirror does not stop the others.
     pub url: RemoteUrl,
+    /// `create = true`: the daemon creates the local repository (with the hook installed)
+    /// and, for a local remote, the remote, when they are absent. Used by the shipped
+    /// demonstration; handy for provisioning.
+    pub create: bool,
     pub enabled: bool,
     pub branches: BranchFilter,
     pub keep_divergent_refs: bool,

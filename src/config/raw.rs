@@ -107,6 +107,8 @@ pub(super) struct RawMirror {
     pub repo: Option<Spanned<String>>,
     /// Required.
     pub url: Option<Spanned<String>>,
+    /// Create the local repository (with the hook) and a local remote when absent.
+    pub create: Option<Spanned<bool>>,
     pub enabled: Option<Spanned<bool>>,
     pub only_protected_branches: Option<Spanned<bool>>,
     pub protected_branches: Option<Spanned<Vec<Spanned<String>>>>,
@@ -129,6 +131,7 @@ pub(super) struct RawIdentity {
     pub name: Option<Spanned<String>>,
     pub repo: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub create: Option<Spanned<bool>>,
 }
 
 impl RawMirror {
@@ -138,6 +141,7 @@ impl RawMirror {
             name: self.name,
             repo: self.repo,
             url: self.url,
+            create: self.create,
         };
         let options = RawOptions {
             enabled: self.enabled,

@@ -541,11 +541,21 @@ impl Checker<'_> {
                 self.error(&url.span(), "`url` is empty");
                 None
             }
-            Some(url) => Some(Setting {
-                value: RemoteUrl::parse(url.get_ref()),
-                span: url.span(),
-            }),
+            Some(url) => {
+                // A relative path names a local remote relative to this file, like `repo`.
+                let text = url.get_ref();
+                let value = if text.starts_with("./") || text.starts_with("../") {
+                    RemoteUrl::parse(&self.base_dir.join(text).to_string_lossy())
+                } else {
+                    RemoteUrl::parse(text)
+                };
+                Some(Setting {
+                    value,
+                    span: url.span(),
+                })
+            }
         };
+        let create = identity.create.as_ref().is_some_and(|c| *c.get_ref());
 
         // Branch filter: the mirror's choice replaces the default's as a whole.
         let filter_source = if own.chooses_branch_filter() {
@@ -625,7 +635,9 @@ impl Checker<'_> {
         if let Some(url) = &url {
             self.check_url(&label, url, own_password);
         }
-        if let Some(repo) = &repo {
+        if let Some(repo) = &repo
+            && !create
+        {
             self.check_repository(&label, repo);
         }
         // A password file of `[defaults]` is checked once, not once per mirror using it.
@@ -655,6 +667,7 @@ impl Checker<'_> {
             name,
             repo: repo.value,
             url: url.value,
+            create,
             enabled: value_or(&own.enabled, &defaults.enabled, true),
             branches,
             keep_divergent_refs: value_or(
@@ -1127,12 +1140,12 @@ mod tests {
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
                  `refs_per_push`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
-                 `enabled`, `only_protected_branches`, `protected_branches`, \
+                 `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
                  `timeout`, `refs_per_push`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
-                 `enabled`, `only_protected_branches`, `protected_branches`, \
+                 `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
                  `timeout`, `refs_per_push`",

@@ -1,7 +1,10 @@
 //! The single integration-test binary (see STYLE.md section 9).
 
 mod config;
+mod daemon;
 mod engine;
+mod hook;
 mod servers;
+mod socket;
 mod support;
 mod transport;

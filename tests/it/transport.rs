@@ -220,7 +220,7 @@ fn hanging_remote_is_killed_at_the_timeout() {
         "{s:#}"
     );
     // No git process of ours is left talking to the hanging server.
-    let port = hanging.port().to_string();
+    let port = format!("127.0.0.1:{}/", hanging.port());
     crate::support::wait_until("git children gone", Duration::from_secs(10), || {
         let alive = crate::support::processes_with_arg(&port);
         if alive.is_empty() {

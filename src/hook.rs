@@ -1,0 +1,570 @@
+//! `pushmirror notify`, the post-receive hook: turns git's `<old> <new> <ref>` lines into one
+//! `Request::Notify` for the daemon, or into a spool file when the daemon cannot take it.
+//!
+//! Invariant: it exits 0 whatever happens, within a bounded time, and explains problems on
+//! stderr in one line. git ignores post-receive's status and forwards its output to the
+//! pusher (git/git `Documentation/githooks.adoc`), so a failure here must never look like a
+//! failed push, and a slow daemon must never hold one up: the daemon gets about a second
+//! ([`NOTIFY_BUDGET`]) for connecting and answering together, after which the notification
+//! goes to the spool (SPEC.md section 7).
+//!
+//! It must keep working when the configuration is broken (an operator mid-edit must not lose
+//! pushes), so it does not use `Config::load`: it reads only `[daemon] state_dir` and
+//! `socket` from the file as a plain TOML table, ignoring everything else.
+//!
+//! The work runs in a spawned task whose panic comes back as a `JoinError`; output is
+//! collected and written by the caller, so tests need no process.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::{self, ClientError};
+use crate::protocol::{Notification, RefChange, Request, Response};
+use crate::spool;
+
+/// How long the daemon has to accept and answer a notification before the hook spools it.
+pub const NOTIFY_BUDGET: Duration = Duration::from_secs(1);
+
+/// Where the daemon keeps its state when the configuration does not say.
+const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
+
+/// Longest part of a malformed input line quoted back to the pusher.
+const QUOTE_CHARS: usize = 200;
+
+/// Runs `pushmirror notify` for the binary: reads stdin, `$GIT_DIR` and the current
+/// directory, runs [`run`] on a small runtime and writes to stderr. Returns the exit code,
+/// always 0, even if something in here panics.
+pub fn main(config_path: &Path) -> u8 {
+    let outcome = std::panic::catch_unwind(|| {
+        let mut err = std::io::stderr();
+        let mut input = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut input) {
+            let _ = writeln!(
+                err,
+                "pushmirror: cannot read the hook's input ({e}); nothing was queued"
+            );
+            return;
+        }
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let git_dir = std::env::var_os("GIT_DIR");
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => {
+                runtime.block_on(run(config_path, &input, git_dir, cwd, &mut err));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "pushmirror: cannot start the async runtime ({e}); run 'pushmirror sync --repo {}' to mirror this push",
+                    repository(git_dir, &cwd).display()
+                );
+            }
+        }
+    });
+    if outcome.is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "pushmirror: internal error in the post-receive hook; run 'pushmirror sync --all' to mirror this push"
+        );
+    }
+    0
+}
+
+/// Runs the hook: parses `input` (the hook's stdin), finds the repository from `git_dir`
+/// (`$GIT_DIR`, relative to `cwd`) or `cwd`, and notifies the daemon configured in
+/// `config_path` or spools the notification. Writes at most a few lines to `err`. Returns
+/// the exit code, always 0.
+pub async fn run(
+    config_path: &Path,
+    input: &[u8],
+    git_dir: Option<OsString>,
+    cwd: PathBuf,
+    err: &mut dyn Write,
+) -> u8 {
+    run_with_budget(config_path, input, git_dir, cwd, NOTIFY_BUDGET, err).await
+}
+
+async fn run_with_budget(
+    config_path: &Path,
+    input: &[u8],
+    git_dir: Option<OsString>,
+    cwd: PathBuf,
+    budget: Duration,
+    err: &mut dyn Write,
+) -> u8 {
+    let repo = repository(git_dir, &cwd);
+    let work = tokio::spawn(notify(
+        config_path.to_owned(),
+        input.to_vec(),
+        repo.clone(),
+        cwd,
+        budget,
+    ));
+    let lines = match work.await {
+        Ok(lines) => lines,
+        Err(e) => vec![format!(
+            "pushmirror: internal error while notifying the mirror daemon ({e}); run 'pushmirror sync --repo {}' to mirror this push",
+            repo.display()
+        )],
+    };
+    // A failed write to stderr cannot be reported anywhere better.
+    for line in lines {
+        let _ = writeln!(err, "{line}");
+    }
+    0
+}
+
+/// The hook's work; returns the lines to print.
+async fn notify(
+    config_path: PathBuf,
+    input: Vec<u8>,
+    repo: PathBuf,
+    cwd: PathBuf,
+    budget: Duration,
+) -> Vec<String> {
+    let (refs, mut lines) = parse_input(&input);
+    if refs.is_empty() {
+        return lines;
+    }
+    let config_path = cwd.join(config_path);
+    let paths = match daemon_paths(&config_path) {
+        Ok(paths) => paths,
+        Err(reason) => {
+            lines.push(format!(
+                "pushmirror: cannot find the mirror daemon: {reason}; run 'pushmirror sync --repo {}' once the configuration is fixed",
+                repo.display()
+            ));
+            return lines;
+        }
+    };
+    let notification = Notification { repo, refs };
+    let request = Request::Notify(notification.clone());
+    let reason = match client::call(&paths.socket, &request, budget).await {
+        Ok(Response::Notified { .. }) => return lines,
+        Ok(Response::Error { kind, message }) => format!("{}: {message}", kind_name(kind)),
+        Ok(other) => format!("unexpected answer {other:?}"),
+        Err(e) => client_reason(&e),
+    };
+    let state_dir = paths.state_dir;
+    let repo = notification.repo.clone();
+    let spooled =
+        tokio::task::spawn_blocking(move || spool::write(&state_dir, &notification)).await;
+    lines.push(match spooled {
+        Ok(Ok(file)) => format!(
+            "pushmirror: the mirror daemon did not answer ({reason}); the push was queued in {} and will be mirrored when it runs",
+            file.display()
+        ),
+        Ok(Err(e)) => not_queued(&reason, &crate::error::chain(&e), &repo),
+        Err(e) => not_queued(&reason, &format!("internal error: {e}"), &repo),
+    });
+    lines
+}
+
+fn not_queued(reason: &str, spool_reason: &str, repo: &Path) -> String {
+    format!(
+        "pushmirror: cannot notify the mirror daemon ({reason}) nor queue the push ({spool_reason}); run 'pushmirror sync --repo {}' when it is back",
+        repo.display()
+    )
+}
+
+fn client_reason(error: &ClientError) -> String {
+    error.to_string()
+}
+
+/// Returns the wire name of an error kind (`unavailable`, `shutting_down`, ...).
+fn kind_name(kind: crate::protocol::ErrorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
+}
+
+/// Returns the repository the hook runs for: `$GIT_DIR` (relative to `cwd`; git sets `.` in
+/// bare repositories) or else `cwd`, absolute and canonical when possible.
+fn repository(git_dir: Option<OsString>, cwd: &Path) -> PathBuf {
+    let path = match git_dir {
+        Some(dir) if !dir.is_empty() => cwd.join(dir),
+        _ => cwd.to_owned(),
+    };
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// The two paths the hook needs from the configuration.
+#[derive(Debug, PartialEq, Eq)]
+struct DaemonPaths {
+    state_dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// Reads `[daemon] state_dir` and `socket` from the file at `config_path` (absolute),
+/// leniently: anything else in the file, valid or not, is ignored, and values of the wrong
+/// type take their defaults. Fails only when the file cannot be read or is not TOML.
+fn daemon_paths(config_path: &Path) -> Result<DaemonPaths, String> {
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or("").to_owned();
+        format!("{} is not valid TOML ({first})", config_path.display())
+    })?;
+    let base = config_path.parent().unwrap_or(Path::new("/"));
+    let daemon = table.get("daemon").and_then(toml::Value::as_table);
+    let path_of = |key: &str| {
+        daemon
+            .and_then(|d| d.get(key))
+            .and_then(toml::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| base.join(s))
+    };
+    let state_dir = path_of("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let socket = path_of("socket").unwrap_or_else(|| state_dir.join("control.sock"));
+    Ok(DaemonPaths { state_dir, socket })
+}
+
+/// Splits post-receive input into ref changes and messages about the lines skipped.
+fn parse_input(input: &[u8]) -> (Vec<RefChange>, Vec<String>) {
+    let mut refs = Vec::new();
+    let mut messages = Vec::new();
+    for (index, raw) in input.split(|&b| b == b'\n').enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        match std::str::from_utf8(raw).ok().and_then(parse_line) {
+            Some(change) => refs.push(change),
+            None => messages.push(format!(
+                "pushmirror: skipping malformed hook input line {}: {:?}",
+                index + 1,
+                quote(raw)
+            )),
+        }
+    }
+    (refs, messages)
+}
+
+/// Parses `<old> <new> <ref>`: two object ids of the same length (40 hex digits for SHA-1,
+/// 64 for SHA-256) and a ref name under `refs/`.
+fn parse_line(line: &str) -> Option<RefChange> {
+    let mut parts = line.split(' ');
+    let (old, new, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let is_oid =
+        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = parts.next().is_none()
+        && is_oid(old)
+        && is_oid(new)
+        && old.len() == new.len()
+        && name.len() > "refs/".len()
+        && name.starts_with("refs/")
+        && !name.bytes().any(|b| b.is_ascii_control());
+    valid.then(|| RefChange {
+        old: old.to_owned(),
+        new: new.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+fn quote(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.chars().count() <= QUOTE_CHARS {
+        return text.into_owned();
+    }
+    let mut cut: String = text.chars().take(QUOTE_CHARS).collect();
+    cut.push_str("...");
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{self, Incoming, Limits};
+    use crate::protocol::ErrorKind;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        repo: PathBuf,
+    }
+
+    impl Setup {
+        fn new(extra: &str) -> Setup {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            std::fs::create_dir(dir.path().join("state")).expect("state dir");
+            let repo = dir.path().join("app.git");
+            std::fs::create_dir(&repo).expect("repo dir");
+            let config = dir.path().join("pushmirror.toml");
+            std::fs::write(&config, format!("[daemon]\nstate_dir = \"state\"\n{extra}"))
+                .expect("config");
+            Setup { dir, config, repo }
+        }
+
+        fn state(&self) -> PathBuf {
+            self.dir.path().join("state")
+        }
+
+        fn socket(&self) -> PathBuf {
+            self.state().join("control.sock")
+        }
+
+        fn spooled(&self) -> Vec<spool::Spooled> {
+            spool::read_all(&self.state())
+        }
+
+        async fn run(&self, input: &str, budget: Duration) -> String {
+            let mut err = Vec::new();
+            let code = run_with_budget(
+                &self.config,
+                input.as_bytes(),
+                Some(".".into()),
+                self.repo.clone(),
+                budget,
+                &mut err,
+            )
+            .await;
+            assert_eq!(code, 0);
+            String::from_utf8(err).expect("utf-8 output")
+        }
+    }
+
+    fn input() -> String {
+        format!("{ZERO} {A} refs/heads/main\n{A} {B} refs/tags/v1\n")
+    }
+
+    /// Serves the setup's socket with a daemon answering every request with `answer`.
+    fn daemon(setup: &Setup, answer: Response) -> CancellationToken {
+        let listener = control::bind(&setup.socket(), None).expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let listener = tokio::net::UnixListener::from_std(listener).expect("runtime");
+        let (sender, mut receiver) = mpsc::channel::<Incoming>(4);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(control::serve(
+            listener,
+            Limits::default(),
+            sender,
+            shutdown.clone(),
+        ));
+        tokio::spawn(async move {
+            while let Some(incoming) = receiver.recv().await {
+                let _ = incoming.reply.send(answer.clone());
+            }
+        });
+        shutdown
+    }
+
+    #[test]
+    fn input_lines_are_checked() {
+        let sha256 = "a".repeat(64);
+        let text = format!(
+            "{ZERO} {A} refs/heads/main\n\
+             garbage\n\
+             \n\
+             {A} {B} refs/tags/v1\n\
+             {A} {B} heads/main\n\
+             {A} {sha256} refs/heads/mixed\n\
+             {sha256} {sha256} refs/heads/long\n\
+             {A} {B} refs/heads/a b"
+        );
+        let (refs, messages) = parse_input(text.as_bytes());
+        let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["refs/heads/main", "refs/tags/v1", "refs/heads/long"]
+        );
+        assert_eq!(refs[0].old, ZERO);
+        assert_eq!(refs[0].new, A);
+        assert_eq!(
+            messages,
+            [
+                "pushmirror: skipping malformed hook input line 2: \"garbage\"".to_owned(),
+                format!("pushmirror: skipping malformed hook input line 5: \"{A} {B} heads/main\""),
+                format!(
+                    "pushmirror: skipping malformed hook input line 6: \"{A} {sha256} refs/heads/mixed\""
+                ),
+                format!(
+                    "pushmirror: skipping malformed hook input line 8: \"{A} {B} refs/heads/a b\""
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_quoted_short() {
+        let (_, messages) = parse_input("x".repeat(1000).as_bytes());
+        assert!(messages[0].ends_with("...\""), "{}", messages[0]);
+        assert!(messages[0].len() < 300);
+    }
+
+    #[test]
+    fn config_is_read_leniently() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = dir.path().join("pm.toml");
+        std::fs::write(
+            &config,
+            "[daemon]\nstate_dir = \"st\"\nbogus = 1\n[[mirror]]\nname = 3\n",
+        )
+        .expect("write");
+        assert_eq!(
+            daemon_paths(&config),
+            Ok(DaemonPaths {
+                state_dir: dir.path().join("st"),
+                socket: dir.path().join("st/control.sock"),
+            })
+        );
+        std::fs::write(&config, "[daemon]\nsocket = \"/run/pm.sock\"\n").expect("write");
+        assert_eq!(
+            daemon_paths(&config),
+            Ok(DaemonPaths {
+                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                socket: PathBuf::from("/run/pm.sock"),
+            })
+        );
+        std::fs::write(&config, "[daemon\n").expect("write");
+        let error = daemon_paths(&config).expect_err("not TOML");
+        assert!(error.contains("is not valid TOML"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+    }
+
+    #[tokio::test]
+    async fn no_daemon_means_spooled_with_one_line() {
+        let setup = Setup::new("");
+        let err = setup.run(&input(), Duration::from_secs(1)).await;
+        let spooled = setup.spooled();
+        assert_eq!(spooled.len(), 1, "{err}");
+        let notification = &spooled[0].notification;
+        assert_eq!(notification.repo, setup.repo.canonicalize().expect("repo"));
+        assert_eq!(notification.refs.len(), 2);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "pushmirror: the mirror daemon did not answer (the pushmirror daemon is not running (no socket at {})); the push was queued in {} and will be mirrored when it runs",
+                setup.socket().display(),
+                spooled[0].path.display()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn notified_is_silent_and_spools_nothing() {
+        let setup = Setup::new("");
+        let shutdown = daemon(&setup, Response::Notified { mirrors: vec![] });
+        let err = setup.run(&input(), Duration::from_secs(5)).await;
+        assert_eq!(err, "");
+        assert!(setup.spooled().is_empty());
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn error_reply_is_spooled_with_its_reason() {
+        let setup = Setup::new("");
+        let shutdown = daemon(
+            &setup,
+            Response::Error {
+                kind: ErrorKind::Unavailable,
+                message: "disk full".into(),
+            },
+        );
+        let err = setup.run(&input(), Duration::from_secs(5)).await;
+        assert!(
+            err.starts_with("pushmirror: the mirror daemon did not answer (unavailable: disk full); the push was queued in "),
+            "{err}"
+        );
+        assert_eq!(setup.spooled().len(), 1);
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn silent_daemon_is_given_up_on_within_the_budget() {
+        let setup = Setup::new("");
+        // Connections wait in the backlog; nothing ever answers.
+        let _listener = tokio::net::UnixListener::bind(setup.socket()).expect("bind");
+        let started = std::time::Instant::now();
+        let err = setup.run(&input(), Duration::from_millis(300)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("did not answer within 300ms"), "{err}");
+        assert_eq!(setup.spooled().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn broken_config_still_spools() {
+        let setup = Setup::new("no_such_key = true\n[[mirror]]\nname = 42\n");
+        let err = setup.run(&input(), Duration::from_secs(1)).await;
+        assert_eq!(setup.spooled().len(), 1, "{err}");
+    }
+
+    #[tokio::test]
+    async fn unreadable_config_is_one_line() {
+        let setup = Setup::new("");
+        std::fs::write(&setup.config, "[daemon\nstate_dir = ").expect("write");
+        let err = setup.run(&input(), Duration::from_secs(1)).await;
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("pushmirror: cannot find the mirror daemon: "),
+            "{err}"
+        );
+        assert!(err.contains("sync --repo"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn nothing_to_do_is_silent() {
+        let setup = Setup::new("");
+        assert_eq!(setup.run("", Duration::from_secs(1)).await, "");
+        assert!(setup.spooled().is_empty());
+        let err = setup.run("junk\n", Duration::from_secs(1)).await;
+        assert_eq!(
+            err,
+            "pushmirror: skipping malformed hook input line 1: \"junk\"\n"
+        );
+        assert!(setup.spooled().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failing_spool_says_how_to_recover() {
+        let setup = Setup::new("");
+        std::fs::remove_dir(setup.state()).expect("remove state dir");
+        let err = setup.run(&input(), Duration::from_secs(1)).await;
+        assert!(
+            err.starts_with(
+                "pushmirror: cannot notify the mirror daemon (the pushmirror daemon is not running"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.trim_end().ends_with(&format!(
+                "nor queue the push (the state directory {} does not exist (has the daemon never run?)); run 'pushmirror sync --repo {}' when it is back",
+                setup.state().display(),
+                setup.repo.canonicalize().expect("repo").display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repository_comes_from_git_dir_else_cwd() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir(root.join("r.git")).expect("mkdir");
+        assert_eq!(
+            repository(Some(".".into()), &root.join("r.git")),
+            root.join("r.git")
+        );
+        assert_eq!(repository(Some("r.git".into()), &root), root.join("r.git"));
+        assert_eq!(repository(None, &root.join("r.git")), root.join("r.git"));
+        assert_eq!(
+            repository(Some(root.join("r.git").into_os_string()), Path::new("/")),
+            root.join("r.git")
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! The daemon end to end: the real binary, real pushes through the installed hook, real
+//! signals, the control socket, restarts after SIGKILL.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pushmirror::client::Client;
+use pushmirror::protocol::{Notification, RefChange, Request, Response};
+use serde_json::Value;
+
+use crate::engine::{mirror_toml, status};
+use crate::support::{Background, TestEnv, wait_until};
+
+/// Generous deadline for anything the daemon does "soon".
+const SOON: Duration = Duration::from_secs(30);
+
+/// A served repository with a work clone to push from, and mirrors' remotes.
+struct Served {
+    env: TestEnv,
+    repo: PathBuf,
+    work: PathBuf,
+}
+
+impl Served {
+    fn new() -> Served {
+        let env = TestEnv::new();
+        let repo = env.bare_repo("srv/app.git");
+        let work = env.work_clone(&repo, "work");
+        Served { env, repo, work }
+    }
+
+    /// Writes the config with `[daemon]` in the tempdir and these mirrors, and installs the
+    /// hook.
+    fn configure(&self, mirrors: &str) {
+        self.env
+            .write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{mirrors}"));
+        self.env
+            .pushmirror(&["install-hook", &self.repo.display().to_string()])
+            .assert_success();
+    }
+
+    /// A remote for a mirror, with a post-receive hook logging every ref update it takes.
+    fn remote(&self, name: &str) -> PathBuf {
+        let remote = self.env.bare_repo(format!("remotes/{name}.git"));
+        self.env.install_hook(
+            &remote,
+            "post-receive",
+            "#!/bin/sh\ncat >> \"$GIT_DIR/updates.log\"\necho -- >> \"$GIT_DIR/updates.log\"\n",
+        );
+        remote
+    }
+
+    fn url(remote: &Path) -> String {
+        format!("file://{}", remote.display())
+    }
+
+    /// Commits `content` to `branch` in the work clone and pushes it (through the hook).
+    fn push(&self, branch: &str, content: &str) -> String {
+        self.env.commit(
+            &self.work,
+            branch,
+            "file.txt",
+            content,
+            &format!("commit {content}"),
+        )
+    }
+
+    fn start_daemon(&self) -> Background {
+        let daemon = self.env.spawn_pushmirror(&["daemon"]);
+        let socket = self.env.path("state/control.sock");
+        wait_until("the daemon answers a ping", SOON, || {
+            match ask(&socket, &Request::Ping) {
+                Ok(Response::Pong { .. }) => Ok(()),
+                other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
+            }
+        });
+        daemon
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.env.path("state/control.sock")
+    }
+}
+
+/// Sends one request over the control socket.
+fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let timeout = Duration::from_secs(10);
+        let mut client = Client::connect(socket, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .request(request, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Waits until `remote`'s `refname` is `oid`.
+fn wait_mirrored(env: &TestEnv, remote: &Path, refname: &str, oid: &str, daemon: &Background) {
+    wait_until(
+        &format!("{refname} = {oid} on {}", remote.display()),
+        SOON,
+        || {
+            let refs = env.refs(remote);
+            match refs.get(refname) {
+                Some(seen) if seen == oid => Ok(()),
+                seen => Err(format!(
+                    "saw {seen:?}\n--- daemon log ---\n{}",
+                    daemon.log()
+                )),
+            }
+        },
+    );
+}
+
+/// Returns the ref updates the remote took, one block per push.
+fn remote_pushes(remote: &Path) -> Vec<String> {
+    fs::read_to_string(remote.join("updates.log"))
+        .unwrap_or_default()
+        .split("--\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn push_through_the_hook_is_mirrored_after_a_quiet_window() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"1h\"",
+    ));
+    let daemon = s.start_daemon();
+    let oid = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &oid, &daemon);
+    wait_until("status finished", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "finished" {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
+}
+
+#[test]
+fn pushes_inside_the_window_coalesce_into_one_update() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"4s\"",
+    ));
+    let daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+    // Inside the window: both coalesce into one update at its end.
+    let intermediate = s.push("main", "two");
+    let last = s.push("main", "three");
+    let st = status(&s.env, "m");
+    assert_eq!(st["update_status"], "scheduled", "{st:#}");
+    assert!(st["next_update_at"].is_string(), "{st:#}");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &last, &daemon);
+    // The remote's post-receive hook logs each push after its refs moved.
+    let pushes = wait_until("two pushes logged by the remote", SOON, || {
+        let pushes = remote_pushes(&remote);
+        if pushes.len() >= 2 {
+            Ok(pushes)
+        } else {
+            Err(format!("{pushes:#?}"))
+        }
+    });
+    assert_eq!(pushes.len(), 2, "{pushes:#?}");
+    assert!(!pushes.concat().contains(&intermediate), "{pushes:#?}");
+}
+
+#[test]
+fn protected_only_mirror_ignores_unprotected_branches_and_one_push_updates_several_mirrors() {
+    let s = Served::new();
+    let (all, protected, tags_only) = (s.remote("all"), s.remote("protected"), s.remote("none"));
+    let mut mirrors = mirror_toml("all", &s.repo, &Served::url(&all), "");
+    mirrors += &mirror_toml(
+        "protected",
+        &s.repo,
+        &Served::url(&protected),
+        "only_protected_branches = true\nprotected_branches = [\"main\"]",
+    );
+    mirrors += &mirror_toml(
+        "tags-only",
+        &s.repo,
+        &Served::url(&tags_only),
+        "only_protected_branches = true\nprotected_branches = []",
+    );
+    s.configure(&mirrors);
+    let daemon = s.start_daemon();
+    let main = s.push("main", "one");
+    wait_mirrored(&s.env, &all, "refs/heads/main", &main, &daemon);
+    wait_mirrored(&s.env, &protected, "refs/heads/main", &main, &daemon);
+
+    // Which mirrors a push marks, as the daemon answers the hook.
+    let notify = |refname: &str| {
+        let request = Request::Notify(Notification {
+            repo: s.repo.clone(),
+            refs: vec![RefChange {
+                old: "0".repeat(40),
+                new: main.clone(),
+                name: refname.into(),
+            }],
+        });
+        match ask(&s.socket(), &request) {
+            Ok(Response::Notified { mut mirrors }) => {
+                mirrors.sort();
+                mirrors
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(notify("refs/heads/feature"), ["all"]);
+    assert_eq!(notify("refs/heads/main"), ["all", "protected"]);
+    assert_eq!(notify("refs/tags/v1"), ["all", "protected", "tags-only"]);
+    assert_eq!(
+        notify("refs/heads/main").len(),
+        2,
+        "notifying twice marks the same mirrors"
+    );
+}
+
+#[test]
+fn sync_and_sigusr1_bypass_the_window() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"1h\"",
+    ));
+    let daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+
+    let second = s.push("main", "two");
+    let st = status(&s.env, "m");
+    assert_eq!(st["update_status"], "scheduled", "{st:#}");
+    let out = s.env.pushmirror(&["sync", "m", "--wait"]);
+    out.assert_success();
+    assert!(out.stdout.contains("m: finished"), "{out}");
+    assert_eq!(s.env.rev_parse(&remote, "refs/heads/main"), second);
+
+    let third = s.push("main", "three");
+    daemon.signal(libc::SIGUSR1);
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
+
+    // --repo selects the mirrors of a repository; unknown names are usage errors.
+    s.env
+        .pushmirror(&["sync", "--repo", &s.repo.display().to_string(), "--wait"])
+        .assert_success();
+    let out = s.env.pushmirror(&["sync", "nope"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("no mirror named \"nope\""), "{out}");
+}
+
+#[test]
+fn sync_wait_exits_1_when_the_update_fails() {
+    let s = Served::new();
+    s.env.make_commit_on(&s.repo, None, "c");
+    let missing = s.env.path("remotes/absent.git");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&missing),
+        "retries = 0",
+    ));
+    let _daemon = s.start_daemon();
+    let out = s.env.pushmirror(&["sync", "m", "--wait"]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("m: failed"), "{out}");
+    assert!(
+        out.stdout.contains("the remote repository was not found"),
+        "{out}"
+    );
+}
+
+#[test]
+fn daemon_down_push_spools_and_restart_mirrors_it() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml("m", &s.repo, &Served::url(&remote), ""));
+    // The daemon ran once (it made its state directory), then stopped.
+    let mut daemon = s.start_daemon();
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_exit(SOON);
+    // No daemon: the hook spools, and says so to the pusher.
+    let oid = s.push("main", "one");
+    let spool: Vec<_> = fs::read_dir(s.env.path("state/spool"))
+        .expect("spool dir")
+        .collect();
+    assert_eq!(spool.len(), 1);
+    let daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &oid, &daemon);
+    wait_until("spool emptied", SOON, || {
+        let left = fs::read_dir(s.env.path("state/spool"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left} files left"))
+        }
+    });
+}
+
+#[test]
+fn sigkill_before_during_and_after_an_update_loses_nothing() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    // The remote's pre-receive blocks while the file `hold` exists, to kill mid-update.
+    let hold = s.env.path("hold");
+    s.env.install_hook(
+        &remote,
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\nwhile [ -e {} ]; do sleep 0.02; done\n",
+            hold.display()
+        ),
+    );
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"1h\"",
+    ));
+
+    // Before: a push acknowledged, its update not yet started (inside the window).
+    let mut daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+    let second = s.push("main", "two");
+    assert_eq!(status(&s.env, "m")["update_status"], "scheduled");
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_for_exit(SOON);
+    let mut daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &second, &daemon);
+
+    // During: killed while the update is in the remote's hook.
+    fs::write(&hold, "").expect("hold");
+    let third = s.push("main", "three");
+    s.env.pushmirror(&["sync", "m"]).assert_success();
+    wait_until("update started", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "started" {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_for_exit(SOON);
+    let st = status(&s.env, "m");
+    assert_eq!(
+        st["update_status"], "started",
+        "the crash left it started: {st:#}"
+    );
+    fs::remove_file(&hold).expect("release");
+    let mut daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
+    wait_until("not stuck in started", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "finished" {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
+
+    // After: killed right after a finished update; a restart changes nothing and is clean.
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_for_exit(SOON);
+    let daemon = s.start_daemon();
+    wait_until("settled", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "finished" {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
+    assert_eq!(s.env.rev_parse(&remote, "refs/heads/main"), third);
+    drop(daemon);
+}
+
+#[test]
+fn pushes_made_while_no_hook_ran_are_mirrored_at_start() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml("m", &s.repo, &Served::url(&remote), ""));
+    let daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+    drop(daemon);
+    // Moved behind the hook's back (e.g. `git update-ref` on the server).
+    let moved = s.env.make_commit_on(&s.repo, Some(&first), "no hook");
+    s.env.set_ref(&s.repo, "refs/heads/main", &moved);
+    fs::remove_dir_all(s.env.path("state/spool")).ok();
+    let daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &moved, &daemon);
+}
+
+#[test]
+fn reload_of_a_good_and_a_broken_file() {
+    let s = Served::new();
+    let (a, b) = (s.remote("a"), s.remote("b"));
+    let one = mirror_toml("a", &s.repo, &Served::url(&a), "delay = \"1s\"");
+    s.configure(&one);
+    let daemon = s.start_daemon();
+    let oid = s.push("main", "one");
+    wait_mirrored(&s.env, &a, "refs/heads/main", &oid, &daemon);
+
+    // A good file: the new mirror exists and, never synced, is brought up to date.
+    let two = format!(
+        "{one}{}",
+        mirror_toml("b", &s.repo, &Served::url(&b), "delay = \"1s\"")
+    );
+    s.env
+        .write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{two}"));
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("configuration reloaded: 2 mirrors"),
+        "{out}"
+    );
+    wait_mirrored(&s.env, &b, "refs/heads/main", &oid, &daemon);
+
+    // A broken file: rejected with its position, the old configuration stays in force.
+    s.env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\nbogus = 1\n\n{two}"
+    ));
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("pushmirror.toml:3:1"), "{out}");
+    assert!(out.stderr.contains("unknown key `bogus`"), "{out}");
+    // SIGHUP with the same broken file: logged, daemon unharmed.
+    daemon.signal(libc::SIGHUP);
+    wait_until("reload error logged", SOON, || {
+        let log = daemon.log();
+        if log.contains("configuration not reloaded") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    let second = s.push("main", "two");
+    wait_mirrored(&s.env, &b, "refs/heads/main", &second, &daemon);
+
+    // Removing a mirror drops it cleanly.
+    s.env
+        .write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{one}"));
+    daemon.signal(libc::SIGHUP);
+    wait_until("mirror b gone", SOON, || {
+        let out = s.env.pushmirror(&["status", "--json"]);
+        let doc: Value = serde_json::from_str(&out.stdout).map_err(|e| format!("{e}: {out}"))?;
+        let n = doc["mirrors"].as_array().map_or(0, Vec::len);
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} mirrors"))
+        }
+    });
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_keeps_pending_work() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"1h\"",
+    ));
+    let mut daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+    let second = s.push("main", "two");
+    daemon.signal(libc::SIGTERM);
+    let exit = daemon.wait_for_exit(SOON);
+    assert!(exit.success(), "{exit:?}\n{}", daemon.log());
+    assert!(!s.socket().exists(), "socket removed on shutdown");
+    let daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &second, &daemon);
+}
+
+#[test]
+fn a_second_daemon_refuses_to_start() {
+    let s = Served::new();
+    s.configure("");
+    let _daemon = s.start_daemon();
+    let out = s.env.pushmirror(&["daemon"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("another pushmirror daemon"), "{out}");
+}

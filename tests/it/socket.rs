@@ -1,0 +1,227 @@
+//! The control socket of the real `pushmirror daemon` under misbehaving clients: garbage,
+//! an oversized request, a crowd of idle connections; its mode, the stale-socket check, and
+//! its removal at shutdown (SPEC.md section 8).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pushmirror::client::Client;
+use pushmirror::protocol::{ErrorKind, MAX_REQUEST_BYTES, Request, Response};
+
+use crate::support::{Background, TestEnv, wait_until};
+
+/// Generous deadline for the daemon to start or stop.
+const SOON: Duration = Duration::from_secs(30);
+
+/// A daemon without mirrors, its state (and socket) in the test's directory.
+struct Running {
+    env: TestEnv,
+    daemon: Background,
+    socket: PathBuf,
+}
+
+fn start_daemon(env: TestEnv) -> Running {
+    env.write_config("[daemon]\nstate_dir = \"state\"\n");
+    let socket = env.path("state/control.sock");
+    let mut daemon = env.spawn_pushmirror(&["daemon"]);
+    wait_until("the daemon answers a ping", SOON, || {
+        if let Some(status) = daemon.try_wait() {
+            panic!(
+                "the daemon exited ({status})\n--- daemon log ---\n{}",
+                daemon.log()
+            );
+        }
+        match ask(&socket, &Request::Ping) {
+            Ok(Response::Pong { .. }) => Ok(()),
+            other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
+        }
+    });
+    Running {
+        env,
+        daemon,
+        socket,
+    }
+}
+
+fn start() -> Running {
+    start_daemon(TestEnv::new())
+}
+
+/// One request through the library's client, on a throwaway runtime.
+fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let timeout = Duration::from_secs(10);
+        let mut client = Client::connect(socket, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .request(request, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// A raw connection with a read timeout, for sending what no client would.
+fn raw(socket: &Path) -> UnixStream {
+    let stream = UnixStream::connect(socket).expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    stream
+}
+
+/// Writes `bytes` and reads one response line.
+fn exchange(stream: &mut UnixStream, bytes: &[u8]) -> Response {
+    stream.write_all(bytes).expect("write");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("a response line in time");
+    serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+fn kind(response: &Response) -> Option<ErrorKind> {
+    match response {
+        Response::Error { kind, .. } => Some(*kind),
+        _ => None,
+    }
+}
+
+impl Running {
+    #[track_caller]
+    fn assert_alive(&mut self) {
+        assert!(
+            self.daemon.try_wait().is_none(),
+            "the daemon exited\n{}",
+            self.daemon.log()
+        );
+        let pong = ask(&self.socket, &Request::Ping);
+        assert!(
+            matches!(pong, Ok(Response::Pong { .. })),
+            "{pong:?}\n--- daemon log ---\n{}",
+            self.daemon.log()
+        );
+    }
+}
+
+#[test]
+fn garbage_gets_error_replies_and_the_connection_stays_usable() {
+    let mut running = start();
+    let mut stream = raw(&running.socket);
+    let cases: [(&[u8], ErrorKind); 5] = [
+        (b"hello\n", ErrorKind::BadRequest),
+        (b"\xff\xfe\x00garbage\n", ErrorKind::BadRequest),
+        (b"{\"op\":\"ping\"}\n", ErrorKind::BadRequest),
+        (
+            b"{\"v\":2,\"op\":\"ping\"}\n",
+            ErrorKind::UnsupportedVersion,
+        ),
+        (b"{\"v\":1,\"op\":\"launch\"}\n", ErrorKind::BadRequest),
+    ];
+    for (line, expected) in cases {
+        let reply = exchange(&mut stream, line);
+        assert_eq!(kind(&reply), Some(expected), "{line:?}: {reply:?}");
+    }
+    let reply = exchange(&mut stream, b"{\"v\":1,\"op\":\"ping\"}\n");
+    assert!(matches!(reply, Response::Pong { .. }), "{reply:?}");
+    running.assert_alive();
+}
+
+#[test]
+fn an_oversized_request_is_refused_and_the_daemon_carries_on() {
+    let mut running = start();
+    let stream = raw(&running.socket);
+    let mut writer = stream.try_clone().expect("clone");
+    // Streamed from one reused buffer; the daemon stops reading at the limit, so this
+    // writer may end with a broken pipe.
+    let streamer = thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent <= MAX_REQUEST_BYTES + chunk.len() {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    });
+    let mut text = String::new();
+    (&stream)
+        .read_to_string(&mut text)
+        .expect("the answer, then end of stream");
+    streamer.join().expect("streamer");
+    let reply: Response = serde_json::from_str(text.trim_end())
+        .unwrap_or_else(|e| panic!("{e}: {text:?}\n{}", running.daemon.log()));
+    assert_eq!(kind(&reply), Some(ErrorKind::TooLarge), "{reply:?}");
+    running.assert_alive();
+}
+
+#[test]
+fn many_idle_connections_do_not_lock_out_status() {
+    let mut running = start();
+    let idle: Vec<UnixStream> = (0..200).map(|_| raw(&running.socket)).collect();
+    let started = Instant::now();
+    let out = running.env.pushmirror(&["status", "--json"]);
+    let elapsed = started.elapsed();
+    out.assert_success();
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{out}\n--- daemon log ---\n{}", running.daemon.log()));
+    assert!(doc["mirrors"].is_array(), "{out}");
+    // Far below 200 / 64 connections x the 10 s read timeout: idle connections are shed
+    // while clients wait.
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "status took {elapsed:?}\n--- daemon log ---\n{}",
+        running.daemon.log()
+    );
+    let started = Instant::now();
+    running.assert_alive();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(idle);
+}
+
+#[test]
+fn the_socket_is_0660_and_removed_at_shutdown() {
+    let mut running = start();
+    let meta = fs::metadata(&running.socket).expect("socket");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    running.daemon.signal(libc::SIGTERM);
+    let status = running.daemon.wait_for_exit(SOON);
+    assert!(status.success(), "{status}\n{}", running.daemon.log());
+    assert!(!running.socket.exists(), "{}", running.daemon.log());
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let env = TestEnv::new();
+    fs::create_dir_all(env.path("state")).unwrap();
+    let socket = env.path("state/control.sock");
+    // What a daemon killed with SIGKILL leaves behind: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    assert!(socket.exists());
+    let mut running = start_daemon(env);
+    running.assert_alive();
+
+    let mut second = running.env.spawn_pushmirror(&["daemon"]);
+    let status = second.wait_for_exit(SOON);
+    assert_eq!(status.code(), Some(2), "{}", second.log());
+    assert!(
+        second.log().contains(&format!(
+            "another pushmirror daemon is listening on {}",
+            socket.display()
+        )),
+        "{}",
+        second.log()
+    );
+    running.assert_alive();
+}
