@@ -280,11 +280,8 @@ impl Checker<'_> {
             self.error(&value.span(), format!("`{key}` is empty"));
             return None;
         }
-        let joined = self.base_dir.join(value.get_ref());
-        // `absolute` only drops `.` components here: `joined` is already absolute.
-        let resolved = std::path::absolute(&joined).unwrap_or(joined);
         Some(Setting {
-            value: resolved,
+            value: resolve(self.base_dir, value.get_ref()),
             span: value.span(),
         })
     }
@@ -545,7 +542,7 @@ impl Checker<'_> {
                 // A relative path names a local remote relative to this file, like `repo`.
                 let text = url.get_ref();
                 let value = if text.starts_with("./") || text.starts_with("../") {
-                    RemoteUrl::parse(&self.base_dir.join(text).to_string_lossy())
+                    RemoteUrl::parse(&resolve(self.base_dir, text).to_string_lossy())
                 } else {
                     RemoteUrl::parse(text)
                 };
@@ -901,6 +898,23 @@ fn regex_error_summary(error: &regex::Error) -> String {
             },
             str::to_owned,
         )
+}
+
+/// Returns `path` joined to `base` with `.` and `..` resolved lexically (symlinks are kept,
+/// as the operator wrote them): `/etc/pm/../demo/x.git` becomes `/etc/demo/x.git`.
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in base.join(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -510,3 +510,37 @@ fn a_second_daemon_refuses_to_start() {
     out.assert_code(2);
     assert!(out.stderr.contains("another pushmirror daemon"), "{out}");
 }
+
+#[test]
+fn shipped_demo_configuration_creates_and_mirrors_the_demo() {
+    // The README's first command, in a copy of the checkout's layout.
+    let env = TestEnv::new();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/pushmirror.toml");
+    let config = env.path("checkout/config/pushmirror.toml");
+    fs::create_dir_all(config.parent().expect("config dir")).expect("mkdir");
+    fs::copy(shipped, &config).expect("copy the shipped config");
+    let out = env.pushmirror(&["--config", &config.display().to_string(), "check-config"]);
+    out.assert_success();
+
+    let mut cmd = env.pushmirror_command(&["--config", &config.display().to_string(), "daemon"]);
+    let log = env.path("demo-daemon.log");
+    let daemon = Background::spawn("pushmirror daemon (demo)", &mut cmd, &log);
+    let upstream = env.path("checkout/demo/upstream.git");
+    let downstream = env.path("checkout/demo/downstream.git");
+    wait_until("the demo is created and mirrored", SOON, || {
+        if !downstream.exists() {
+            return Err(format!("no downstream yet\n{}", daemon.log()));
+        }
+        let (up, down) = (env.mirrored_refs(&upstream), env.mirrored_refs(&downstream));
+        if !up.is_empty() && up == down {
+            Ok(())
+        } else {
+            Err(format!("{up:?} vs {down:?}\n{}", daemon.log()))
+        }
+    });
+    assert!(
+        fs::read_to_string(upstream.join("hooks/post-receive"))
+            .expect("hook installed")
+            .contains("notify")
+    );
+}
