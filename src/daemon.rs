@@ -809,7 +809,7 @@ impl Daemon {
             outcome,
         } = done;
         let (ended, result) = match &outcome {
-            Ok(JobOutcome::Ran { state }) => (
+            Ok(JobOutcome::Ran { state, .. }) => (
                 match state.update_status {
                     UpdateStatus::Finished => Ended::Finished,
                     UpdateStatus::ToRetry => Ended::Transient,

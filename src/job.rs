@@ -2,7 +2,9 @@
 //! the daemon and `pushmirror update` run.
 //!
 //! Invariant: the status says `started` only while an update runs under the mirror's lock;
-//! every path out of [`run`] after `start` records an ending.
+//! every path out of [`run`] after `start` records an ending. Pushing comes before recording:
+//! when the status cannot be written (a full disk), the update still runs and the failed
+//! write is reported beside its outcome.
 
 use tracing::{Instrument, error, info_span, warn};
 
@@ -13,8 +15,12 @@ use crate::state::{Ending, MirrorState, RefCounts, StateError, StateStore, Times
 /// How a recorded update ended.
 #[derive(Debug)]
 pub enum JobOutcome {
-    /// The update ran; the state now says `finished`, `failed` or `to_retry`.
-    Ran { state: Box<MirrorState> },
+    /// The update ran; the state says `finished`, `failed` or `to_retry`. `unsaved` is the
+    /// error that kept it from disk, if one did.
+    Ran {
+        state: Box<MirrorState>,
+        unsaved: Option<StateError>,
+    },
     /// Another process holds the mirror's lock: nothing was done.
     Busy,
 }
@@ -57,7 +63,7 @@ pub async fn run(
         first_sync: state.last_successful_update_at.is_none(),
     };
     state.start(Timestamp::now());
-    store.save(&mirror.name, &state)?;
+    let mut unsaved = store.save(&mirror.name, &state).err();
 
     let span = info_span!("update", mirror = %mirror.name, %trigger);
     let result = mirror::update(mirror, &ctx).instrument(span.clone()).await;
@@ -74,9 +80,15 @@ pub async fn run(
         }
     }
     state.end(Timestamp::now(), trigger, counts, ending);
-    store.save(&mirror.name, &state)?;
+    if let Err(e) = store.save(&mirror.name, &state) {
+        unsaved = Some(e);
+    }
+    if let Some(e) = &unsaved {
+        error!(error = %crate::error::chain(e), "cannot record the update's status");
+    }
     Ok(JobOutcome::Ran {
         state: Box::new(state),
+        unsaved,
     })
 }
 

@@ -67,8 +67,20 @@ pub async fn run(
         )
         .await;
         let elapsed = started.elapsed().as_secs_f64();
+        if let Ok(JobOutcome::Ran {
+            unsaved: Some(e), ..
+        }) = &outcome
+        {
+            code = EXIT_USAGE;
+            let _ = writeln!(
+                err,
+                "error: {}: status not recorded: {}",
+                mirror.name,
+                chain(e)
+            );
+        }
         match outcome {
-            Ok(JobOutcome::Ran { state }) if state.update_status == UpdateStatus::Finished => {
+            Ok(JobOutcome::Ran { state, .. }) if state.update_status == UpdateStatus::Finished => {
                 let _ = writeln!(
                     out,
                     "{}: finished in {elapsed:.1}s ({})",
@@ -76,7 +88,7 @@ pub async fn run(
                     job::describe_counts(&state.counts)
                 );
             }
-            Ok(JobOutcome::Ran { state }) => {
+            Ok(JobOutcome::Ran { state, .. }) => {
                 code = code.max(1);
                 let error = state.last_error.unwrap_or_default();
                 let _ = writeln!(

@@ -544,3 +544,120 @@ fn shipped_demo_configuration_creates_and_mirrors_the_demo() {
             .contains("notify")
     );
 }
+
+/// A tmpfs of `size` mounted at `path`, unmounted on drop (needs root, as CI has).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(path).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {status}"
+        );
+        Tmpfs(path.to_owned())
+    }
+
+    /// Fills the file system; returns the filler file.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = fs::File::create(&filler).expect("create filler");
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_is_reported_and_nothing_is_lost() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    let disk = Tmpfs::mount(&s.env.path("state"), "1m");
+    s.configure(&mirror_toml(
+        "m",
+        &s.repo,
+        &Served::url(&remote),
+        "delay = \"0s\"",
+    ));
+    let mut daemon = s.start_daemon();
+    let first = s.push("main", "one");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
+
+    // Daemon up, disk full: the push is still mirrored; the status that cannot be written is
+    // reported in the log.
+    let filler = disk.fill();
+    let second = s.push("main", "two");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &second, &daemon);
+    wait_until("the failed status write is logged", SOON, || {
+        let log = daemon.log();
+        if log.contains("cannot record the update's status")
+            && log.contains("No space left on device")
+        {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+
+    // Daemon down, disk full: the hook cannot spool either, and tells the pusher what to do.
+    fs::remove_file(&filler).expect("free space");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_for_exit(SOON);
+    let filler = disk.fill();
+    let out = s.env.git_with_env(
+        &s.work,
+        &["commit", "--allow-empty", "-qm", "three"],
+        Vec::<(&str, &str)>::new(),
+    );
+    assert!(out.success(), "{out}");
+    let pushed = s.env.git_with_env(
+        &s.work,
+        &["push", "origin", "main"],
+        Vec::<(&str, &str)>::new(),
+    );
+    assert!(pushed.success(), "the push itself never fails: {pushed}");
+    assert!(
+        pushed
+            .stderr
+            .contains("remote: pushmirror: cannot notify the mirror daemon")
+            && pushed.stderr.contains("No space left on device")
+            && pushed.stderr.contains("run 'pushmirror sync --repo"),
+        "{pushed}"
+    );
+
+    // Space comes back and the daemon starts: the push is mirrored (local refs changed).
+    fs::remove_file(filler).expect("free space");
+    let third = s.env.rev_parse(&s.work, "HEAD");
+    let daemon = s.start_daemon();
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
+    wait_until("status finished", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "finished" {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
+}
