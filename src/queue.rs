@@ -170,9 +170,11 @@ impl Writer {
 
     fn compact(&mut self, pending: &Pending) -> Result<(), QueueError> {
         let json = serde_json::to_vec(pending).expect("pending always serializes");
-        write_atomically(&self.snapshot_path, &json).map_err(|source| QueueError::Write {
-            path: self.snapshot_path.clone(),
-            source,
+        write_atomically(&self.snapshot_path, &json, 0o600).map_err(|source| {
+            QueueError::Write {
+                path: self.snapshot_path.clone(),
+                source,
+            }
         })?;
         let write_error = |source| QueueError::Write {
             path: self.log_path.clone(),

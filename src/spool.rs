@@ -5,8 +5,8 @@
 //! One file per notification, `<state_dir>/spool/<unix-nanos>-<pid>.json`, holding the
 //! [`Notification`] as JSON. One file each, so writers (many hooks at once, as different
 //! users of the socket group) never contend and a reader never sees half a file: each is
-//! written to a hidden temporary name, fsynced, renamed into place and the directory fsynced,
-//! like `state::write_atomically`. Unlike state files these are written by the hook's user
+//! written with `state::write_atomically` (hidden temporary name, fsync, rename, fsync of the
+//! directory). Unlike state files these are written by the hook's user
 //! and read by the daemon's, so the directory is `2770` (setgid: files take the directory's
 //! group) and the files `0640`.
 //!
@@ -14,15 +14,16 @@
 //! does not parse is set aside as `*.bad` with a warning, never a crash. The daemon removes a
 //! file only after the notification is durable in its own queue.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
 use crate::protocol::Notification;
+use crate::state::write_atomically;
 
 /// Mode of the spool directory: owner and group may add and remove files, the setgid bit
 /// makes new files belong to the directory's group.
@@ -96,7 +97,7 @@ pub fn write(state_dir: &Path, notification: &Notification) -> Result<PathBuf, S
         nanos += 1;
         path = dir.join(file_name(nanos, pid));
     }
-    write_durably(&dir, &path, &bytes).map_err(|source| SpoolError::Write {
+    write_atomically(&path, &bytes, SPOOL_FILE_MODE).map_err(|source| SpoolError::Write {
         path: path.clone(),
         source,
     })?;
@@ -139,36 +140,6 @@ fn ensure_dir(state_dir: &Path, dir: &Path) -> Result<(), SpoolError> {
     File::open(state_dir)
         .and_then(|d| d.sync_all())
         .map_err(create_error)
-}
-
-/// Writes `bytes` to `path` in `dir` so that a reader sees the whole file or none of it, and
-/// a crash leaves either nothing or the whole file: a hidden temporary file, fsync, rename,
-/// fsync of the directory.
-fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(SPOOL_FILE_MODE)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; the daemon's user must be able to read it.
-        file.set_permissions(fs::Permissions::from_mode(SPOOL_FILE_MODE))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Returns every notification in the spool of `state_dir`, oldest first. Files that do not

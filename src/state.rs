@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -362,7 +362,7 @@ impl StateStore {
     pub fn save(&self, name: &MirrorName, state: &MirrorState) -> Result<(), StateError> {
         let path = self.path(name);
         let json = serde_json::to_vec_pretty(state).expect("mirror state always serializes");
-        write_atomically(&path, &json).map_err(|source| StateError::Write { path, source })
+        write_atomically(&path, &json, 0o600).map_err(|source| StateError::Write { path, source })
     }
 
     /// Takes the per-mirror update lock, so that two processes (the daemon, a foreground
@@ -394,13 +394,16 @@ pub struct UpdateLock {
     _file: File,
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` with file mode `mode` so that a reader sees the whole file or
+/// none of it, and a crash leaves either the old or the new content: a hidden temporary file
+/// (`.<name>.tmp-<pid>`, which directory readers skip), fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = file_name.to_owned();
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
@@ -408,8 +411,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
             .create(true)
             .truncate(true)
             .write(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
+        // The umask may have narrowed the mode (the spool must stay readable by the group).
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

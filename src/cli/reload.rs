@@ -4,20 +4,16 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::client::call;
 use crate::config::Config;
-use crate::error::{EXIT_USAGE, chain};
+use crate::error::EXIT_USAGE;
 use crate::protocol::{Request, Response};
 
 /// Returns 0 when the new configuration is in force, 2 when it was rejected or the daemon
 /// could not be reached.
 pub async fn run(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let timeout = Duration::from_secs(30);
-    let answer = match Client::connect(&config.daemon.socket, timeout).await {
-        Ok(mut client) => client.request(&Request::Reload, timeout).await,
-        Err(e) => Err(e),
-    };
-    match answer {
+    match call(&config.daemon.socket, &Request::Reload, timeout).await {
         Ok(Response::Reloaded { mirrors }) => {
             let _ = writeln!(out, "configuration reloaded: {mirrors} mirrors");
             0
@@ -26,13 +22,6 @@ pub async fn run(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> u
             let _ = writeln!(err, "error: the daemon kept its configuration: {message}");
             EXIT_USAGE
         }
-        Ok(other) => {
-            let _ = writeln!(err, "error: unexpected answer from the daemon: {other:?}");
-            EXIT_USAGE
-        }
-        Err(e) => {
-            let _ = writeln!(err, "error: {}", chain(&e));
-            EXIT_USAGE
-        }
+        other => super::report_unwanted(other, err),
     }
 }

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::Client;
+use crate::client::call;
 use crate::config::Config;
-use crate::error::{EXIT_FAILED, EXIT_USAGE, chain};
+use crate::error::EXIT_FAILED;
 use crate::protocol::{Request, Response, SyncTarget};
 
 /// How long `--wait` waits at most: longer than any update's timeout.
@@ -25,19 +25,18 @@ pub async fn run(
         SyncTarget::Repo(path) => SyncTarget::Repo(absolute(path)),
         other => other,
     };
-    let mut client = match Client::connect(&config.daemon.socket, Duration::from_secs(5)).await {
-        Ok(client) => client,
-        Err(e) => {
-            let _ = writeln!(err, "error: {}", chain(&e));
-            return EXIT_USAGE;
-        }
-    };
     let limit = if wait {
         WAIT_LIMIT
     } else {
         Duration::from_secs(30)
     };
-    match client.request(&Request::Sync { target, wait }, limit).await {
+    match call(
+        &config.daemon.socket,
+        &Request::Sync { target, wait },
+        limit,
+    )
+    .await
+    {
         Ok(Response::Synced { mirrors }) => {
             let mut code = 0;
             for result in mirrors {
@@ -53,18 +52,7 @@ pub async fn run(
             }
             code
         }
-        Ok(Response::Error { message, .. }) => {
-            let _ = writeln!(err, "error: {message}");
-            EXIT_USAGE
-        }
-        Ok(other) => {
-            let _ = writeln!(err, "error: unexpected answer from the daemon: {other:?}");
-            EXIT_USAGE
-        }
-        Err(e) => {
-            let _ = writeln!(err, "error: {}", chain(&e));
-            EXIT_USAGE
-        }
+        other => super::report_unwanted(other, err),
     }
 }
 

@@ -5,12 +5,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pushmirror::client::Client;
 use pushmirror::protocol::{Notification, RefChange, Request, Response};
 use serde_json::Value;
 
 use crate::engine::{mirror_toml, status};
-use crate::support::{Background, TestEnv, wait_until};
+use crate::support::{Background, TestEnv, ask, wait_until};
 
 /// Generous deadline for anything the daemon does "soon".
 const SOON: Duration = Duration::from_secs(30);
@@ -83,24 +82,6 @@ impl Served {
     }
 }
 
-/// Sends one request over the control socket.
-fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let timeout = Duration::from_secs(10);
-        let mut client = Client::connect(socket, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .request(request, timeout)
-            .await
-            .map_err(|e| e.to_string())
-    })
-}
-
 /// Waits until `remote`'s `refname` is `oid`.
 fn wait_mirrored(env: &TestEnv, remote: &Path, refname: &str, oid: &str, daemon: &Background) {
     wait_until(
@@ -117,6 +98,18 @@ fn wait_mirrored(env: &TestEnv, remote: &Path, refname: &str, oid: &str, daemon:
             }
         },
     );
+}
+
+/// Waits until mirror `name`'s `update_status` is `want`.
+fn wait_status(env: &TestEnv, name: &str, want: &str) {
+    wait_until(&format!("{name} {want}"), SOON, || {
+        let st = status(env, name);
+        if st["update_status"] == want {
+            Ok(())
+        } else {
+            Err(format!("{st:#}"))
+        }
+    });
 }
 
 /// Returns the ref updates the remote took, one block per push.
@@ -142,14 +135,7 @@ fn push_through_the_hook_is_mirrored_after_a_quiet_window() {
     let daemon = s.start_daemon();
     let oid = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &oid, &daemon);
-    wait_until("status finished", SOON, || {
-        let st = status(&s.env, "m");
-        if st["update_status"] == "finished" {
-            Ok(())
-        } else {
-            Err(format!("{st:#}"))
-        }
-    });
+    wait_status(&s.env, "m", "finished");
 }
 
 #[test]
@@ -357,14 +343,7 @@ fn sigkill_before_during_and_after_an_update_loses_nothing() {
     fs::write(&hold, "").expect("hold");
     let third = s.push("main", "three");
     s.env.pushmirror(&["sync", "m"]).assert_success();
-    wait_until("update started", SOON, || {
-        let st = status(&s.env, "m");
-        if st["update_status"] == "started" {
-            Ok(())
-        } else {
-            Err(format!("{st:#}"))
-        }
-    });
+    wait_status(&s.env, "m", "started");
     daemon.signal(libc::SIGKILL);
     daemon.wait_for_exit(SOON);
     let st = status(&s.env, "m");
@@ -375,27 +354,13 @@ fn sigkill_before_during_and_after_an_update_loses_nothing() {
     fs::remove_file(&hold).expect("release");
     let mut daemon = s.start_daemon();
     wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
-    wait_until("not stuck in started", SOON, || {
-        let st = status(&s.env, "m");
-        if st["update_status"] == "finished" {
-            Ok(())
-        } else {
-            Err(format!("{st:#}"))
-        }
-    });
+    wait_status(&s.env, "m", "finished");
 
     // After: killed right after a finished update; a restart changes nothing and is clean.
     daemon.signal(libc::SIGKILL);
     daemon.wait_for_exit(SOON);
     let daemon = s.start_daemon();
-    wait_until("settled", SOON, || {
-        let st = status(&s.env, "m");
-        if st["update_status"] == "finished" {
-            Ok(())
-        } else {
-            Err(format!("{st:#}"))
-        }
-    });
+    wait_status(&s.env, "m", "finished");
     assert_eq!(s.env.rev_parse(&remote, "refs/heads/main"), third);
     drop(daemon);
 }
@@ -652,12 +617,5 @@ fn full_disk_is_reported_and_nothing_is_lost() {
     let third = s.env.rev_parse(&s.work, "HEAD");
     let daemon = s.start_daemon();
     wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
-    wait_until("status finished", SOON, || {
-        let st = status(&s.env, "m");
-        if st["update_status"] == "finished" {
-            Ok(())
-        } else {
-            Err(format!("{st:#}"))
-        }
-    });
+    wait_status(&s.env, "m", "finished");
 }

@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pushmirror::client::Client;
 use pushmirror::protocol::{ErrorKind, MAX_REQUEST_BYTES, Request, Response};
 
-use crate::support::{Background, TestEnv, wait_until};
+use crate::support::{Background, TestEnv, ask, wait_until};
 
 /// Generous deadline for the daemon to start or stop.
 const SOON: Duration = Duration::from_secs(30);
@@ -50,24 +49,6 @@ fn start_daemon(env: TestEnv) -> Running {
 
 fn start() -> Running {
     start_daemon(TestEnv::new())
-}
-
-/// One request through the library's client, on a throwaway runtime.
-fn ask(socket: &Path, request: &Request) -> Result<Response, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let timeout = Duration::from_secs(10);
-        let mut client = Client::connect(socket, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .request(request, timeout)
-            .await
-            .map_err(|e| e.to_string())
-    })
 }
 
 /// A raw connection with a read timeout, for sending what no client would.

@@ -515,3 +515,25 @@ impl TestEnv {
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// Sends one request over the control socket at `socket`, with the library's client on a
+/// throwaway runtime.
+pub fn ask(
+    socket: &Path,
+    request: &pushmirror::protocol::Request,
+) -> Result<pushmirror::protocol::Response, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let timeout = Duration::from_secs(10);
+        let mut client = pushmirror::client::Client::connect(socket, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .request(request, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
