@@ -619,3 +619,55 @@ fn full_disk_is_reported_and_nothing_is_lost() {
     wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
     wait_status(&s.env, "m", "finished");
 }
+
+#[test]
+fn one_slow_remote_does_not_starve_the_others() {
+    let s = Served::new();
+    let slow = s.remote("slow");
+    let (hold, entered) = (s.env.path("hold"), s.env.path("entered"));
+    fs::write(&hold, "").expect("hold");
+    s.env.install_hook(
+        &slow,
+        "pre-receive",
+        &format!(
+            "#!/bin/sh
+touch {}
+while [ -e {} ]; do sleep 0.02; done
+",
+            entered.display(),
+            hold.display()
+        ),
+    );
+    let (a, b) = (s.remote("a"), s.remote("b"));
+    let mut mirrors = String::from("[daemon]\nstate_dir = \"state\"\nmax_parallel_pushes = 2\n\n");
+    for (name, remote) in [("slow", &slow), ("a", &a), ("b", &b)] {
+        mirrors += &mirror_toml(name, &s.repo, &Served::url(remote), "delay = \"0s\"");
+    }
+    s.env.write_config(&mirrors);
+    s.env
+        .pushmirror(&["install-hook", &s.repo.display().to_string()])
+        .assert_success();
+    let daemon = s.start_daemon();
+    let one = s.push("main", "one");
+    wait_until("slow's update is inside its remote", SOON, || {
+        if entered.exists() {
+            Ok(())
+        } else {
+            Err(daemon.log())
+        }
+    });
+    // `slow` holds one of the two permits for as long as its remote hangs; the others share
+    // the second one and keep getting through.
+    wait_mirrored(&s.env, &a, "refs/heads/main", &one, &daemon);
+    wait_mirrored(&s.env, &b, "refs/heads/main", &one, &daemon);
+    let two = s.push("main", "two");
+    wait_mirrored(&s.env, &a, "refs/heads/main", &two, &daemon);
+    wait_mirrored(&s.env, &b, "refs/heads/main", &two, &daemon);
+    assert!(
+        hold.exists() && s.env.refs(&slow).is_empty(),
+        "slow is still held"
+    );
+    assert_eq!(status(&s.env, "slow")["update_status"], "started");
+    fs::remove_file(&hold).expect("release");
+    wait_mirrored(&s.env, &slow, "refs/heads/main", &two, &daemon);
+}
