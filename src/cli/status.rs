@@ -79,7 +79,7 @@ pub async fn run(
         let text = serde_json::to_string_pretty(&doc).expect("status always serializes");
         let _ = writeln!(out, "{text}");
     } else {
-        let _ = out.write_all(table(&entries, SystemTime::now()).as_bytes());
+        let _ = out.write_all(table(&entries, SystemTime::now(), terminal_width()).as_bytes());
     }
     0
 }
@@ -147,17 +147,23 @@ fn from_files(
     Ok(entries)
 }
 
-/// Returns the human table: one row per mirror, errors on an indented line below.
-fn table(entries: &[MirrorStatus], now: SystemTime) -> String {
+/// Returns the human table: one row per mirror, its error on an indented line below; long
+/// repository paths and URLs are shortened in the middle to fit `width` columns.
+fn table(entries: &[MirrorStatus], now: SystemTime, width: usize) -> String {
     let name_width = entries
         .iter()
-        .map(|e| e.name.len())
+        .map(|e| e.name.chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
+    let fixed = name_width + 2 + 9 + 2 + 16 + 2;
+    // What is left goes to the repository and the URL, two fifths and three fifths.
+    let rest = width.saturating_sub(fixed + 2).max(30);
+    let repo_width = rest * 2 / 5;
+    let url_width = rest - repo_width;
     let mut text = format!(
-        "{:<name_width$}  {:<9}  {:<16}  URL\n",
-        "NAME", "STATUS", "LAST SUCCESS"
+        "{:<name_width$}  {:<9}  {:<16}  {:<repo_width$}  URL\n",
+        "NAME", "STATUS", "LAST SUCCESS", "REPOSITORY"
     );
     for e in entries {
         let status = if e.enabled {
@@ -170,8 +176,10 @@ fn table(entries: &[MirrorStatus], now: SystemTime) -> String {
             .map(|t| ago(t, now))
             .unwrap_or_else(|| "never".into());
         text.push_str(&format!(
-            "{:<name_width$}  {status:<9}  {success:<16}  {}\n",
-            e.name, e.url
+            "{:<name_width$}  {status:<9}  {success:<16}  {:<repo_width$}  {}\n",
+            e.name,
+            fit(&e.repo, repo_width),
+            fit(&e.url, url_width)
         ));
         if let Some(error) = &e.last_error {
             let first = error.lines().next().unwrap_or_default();
@@ -185,10 +193,36 @@ fn table(entries: &[MirrorStatus], now: SystemTime) -> String {
             } else {
                 String::new()
             };
-            text.push_str(&format!("  error: {first}{suffix}\n"));
+            let line = format!("{first}{suffix}");
+            text.push_str(&format!(
+                "  error: {}\n",
+                fit(&line, width.saturating_sub(9).max(40))
+            ));
         }
     }
     text
+}
+
+/// Returns `text` shortened to `max` characters by replacing its middle with `…`.
+fn fit(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max || max < 5 {
+        return text.to_owned();
+    }
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
+}
+
+/// Returns the terminal's width from `$COLUMNS`, else 120.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 40)
+        .unwrap_or(120)
 }
 
 /// Returns `t` relative to `now` in words: "just now", "2 minutes ago", "3 days ago".
@@ -209,6 +243,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn long_paths_are_shortened_in_the_middle() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(
+            fit("/srv/git/very/long/path/app.git", 15),
+            "/srv/gi…app.git"
+        );
+        assert_eq!(
+            fit("/srv/git/very/long/path/app.git", 15).chars().count(),
+            15
+        );
+    }
 
     #[test]
     fn ages_read_as_words() {
