@@ -381,15 +381,14 @@ impl Daemon {
         for item in &spooled {
             names.extend(self.matching_mirrors(&item.notification));
         }
-        let queue = self.queue.clone();
         let events = self.events.clone();
         let names: Vec<String> = names.into_iter().collect();
+        let durable = self.queue.append(Entry {
+            mirrors: names.clone(),
+            forced: false,
+        });
         tokio::spawn(async move {
-            let entry = Entry {
-                mirrors: names.clone(),
-                forced: false,
-            };
-            match queue.append(entry).await {
+            match durable.await {
                 Ok(()) => {
                     for item in &spooled {
                         if let Err(e) = spool::remove(item) {
@@ -468,22 +467,21 @@ impl Daemon {
         }
         // Hooks that could not reach the daemon left work in the spool.
         self.take_spool();
-        let queue = self.queue.clone();
+        if names.is_empty() {
+            let _ = reply.send(Response::Notified { mirrors: names });
+            return;
+        }
+        let durable = self.queue.append(Entry {
+            mirrors: names.clone(),
+            forced: false,
+        });
         tokio::spawn(async move {
-            let response = if names.is_empty() {
-                Response::Notified { mirrors: names }
-            } else {
-                let entry = Entry {
-                    mirrors: names.clone(),
-                    forced: false,
-                };
-                match queue.append(entry).await {
-                    Ok(()) => Response::Notified { mirrors: names },
-                    Err(e) => Response::Error {
-                        kind: ErrorKind::Unavailable,
-                        message: crate::error::chain(&e),
-                    },
-                }
+            let response = match durable.await {
+                Ok(()) => Response::Notified { mirrors: names },
+                Err(e) => Response::Error {
+                    kind: ErrorKind::Unavailable,
+                    message: crate::error::chain(&e),
+                },
             };
             let _ = reply.send(response);
         });
@@ -551,13 +549,12 @@ impl Daemon {
             }
             self.force(name, Trigger::Forced, wait.then_some(tx));
         }
-        let queue = self.queue.clone();
+        let durable = self.queue.append(Entry {
+            mirrors: names.clone(),
+            forced: true,
+        });
         tokio::spawn(async move {
-            let entry = Entry {
-                mirrors: names.clone(),
-                forced: true,
-            };
-            if let Err(e) = queue.append(entry).await {
+            if let Err(e) = durable.await {
                 let _ = reply.send(Response::Error {
                     kind: ErrorKind::Unavailable,
                     message: crate::error::chain(&e),
@@ -609,13 +606,12 @@ impl Daemon {
         for name in &names {
             self.force(name, Trigger::Forced, None);
         }
-        let queue = self.queue.clone();
+        let durable = self.queue.append(Entry {
+            mirrors: names,
+            forced: true,
+        });
         tokio::spawn(async move {
-            let entry = Entry {
-                mirrors: names,
-                forced: true,
-            };
-            if let Err(e) = queue.append(entry).await {
+            if let Err(e) = durable.await {
                 warn!(error = %crate::error::chain(&e), "cannot record the forced updates");
             }
         });
@@ -851,10 +847,11 @@ impl Daemon {
             self.due.push(Reverse((due, name)));
         }
         if self.running == 0 && self.mirrors.values().all(|t| !t.schedule.is_pending()) {
-            // Everything is done: the queue can be emptied.
-            let queue = self.queue.clone();
+            // Everything is done: the queue can be emptied. Sent now, so that it cannot
+            // overtake an entry appended for a later event.
+            let compacted = self.queue.compact(Pending::new());
             tokio::spawn(async move {
-                if let Err(e) = queue.compact(Pending::new()).await {
+                if let Err(e) = compacted.await {
                     warn!(error = %crate::error::chain(&e), "cannot compact the queue");
                 }
             });

@@ -90,23 +90,37 @@ impl Queue {
         Ok((Queue { commands }, pending))
     }
 
-    /// Appends `entry` and returns once it is on disk.
-    pub async fn append(&self, entry: Entry) -> Result<(), QueueError> {
+    /// Queues `entry` for appending now, in call order, and returns a future that completes
+    /// once it is on disk.
+    ///
+    /// The command is sent when this is called, not when the future is polled: the daemon's
+    /// loop calls it in event order, so a compaction it asks for later cannot overtake it.
+    pub fn append(&self, entry: Entry) -> impl Future<Output = Result<(), QueueError>> + use<> {
         let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Append(entry, done))
-            .map_err(|_| QueueError::Stopped)?;
-        wait.await.map_err(|_| QueueError::Stopped)?
+        let sent = self.commands.send(Command::Append(entry, done));
+        acknowledgement(sent.is_ok(), wait)
     }
 
-    /// Replaces the queue's content by `pending` (what is still to do) and empties the journal.
-    pub async fn compact(&self, pending: Pending) -> Result<(), QueueError> {
+    /// Queues replacing the queue's content by `pending` (what is still to do) and emptying
+    /// the journal, in call order (see [`Queue::append`]).
+    pub fn compact(
+        &self,
+        pending: Pending,
+    ) -> impl Future<Output = Result<(), QueueError>> + use<> {
         let (done, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Compact(pending, done))
-            .map_err(|_| QueueError::Stopped)?;
-        wait.await.map_err(|_| QueueError::Stopped)?
+        let sent = self.commands.send(Command::Compact(pending, done));
+        acknowledgement(sent.is_ok(), wait)
     }
+}
+
+async fn acknowledgement(
+    sent: bool,
+    wait: oneshot::Receiver<Result<(), QueueError>>,
+) -> Result<(), QueueError> {
+    if !sent {
+        return Err(QueueError::Stopped);
+    }
+    wait.await.map_err(|_| QueueError::Stopped)?
 }
 
 struct Writer {
