@@ -37,7 +37,9 @@ use crate::protocol::{
 use crate::queue::{Entry, Pending, Queue, QueueError};
 use crate::scheduler::{Ended, MirrorSchedule, Phase};
 use crate::spool;
-use crate::state::{MirrorState, StateError, StateStore, Timestamp, Trigger, UpdateStatus};
+use crate::state::{
+    Ending, MirrorState, RefCounts, StateError, StateStore, Timestamp, Trigger, UpdateStatus,
+};
 
 /// How long running updates may go on after SIGTERM before their git children are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -767,6 +769,11 @@ impl Daemon {
         let Some(tracked) = self.mirrors.get_mut(name) else {
             return;
         };
+        if !tracked.mirror.enabled {
+            // Disabled by a reload while it waited.
+            tracked.schedule.cancel();
+            return;
+        }
         let trigger = if tracked.schedule.is_retry() {
             Trigger::Retry
         } else {
@@ -785,10 +792,24 @@ impl Daemon {
         let kill = self.kill.child_token();
         let events = self.events.clone();
         let name = name.to_owned();
+        let job = {
+            let mirror = mirror.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                job::run(&config, &store, &mirror, trigger, retries_left, kill).await
+            })
+        };
+        // A job that panicked comes back as a JoinError: record it as failed, so that neither
+        // the status nor the schedule stays `started`.
         tokio::spawn(async move {
-            let permit = permits.acquire_owned().await;
-            let outcome = job::run(&config, &store, &mirror, trigger, retries_left, kill).await;
-            drop(permit);
+            let outcome = match job.await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    error!(mirror = %mirror.name, error = %panic, "the update panicked");
+                    record_panic(&store, &mirror, trigger).await
+                }
+            };
             let _ = events.send(Event::Done(Done {
                 name,
                 mirror,
@@ -865,6 +886,39 @@ impl Daemon {
             .filter(|(_, t)| t.schedule.is_pending())
             .map(|(name, t)| (name.clone(), t.next_trigger == Trigger::Forced))
             .collect()
+    }
+}
+
+/// Records a panicked update of `mirror` as failed in its state.
+async fn record_panic(
+    store: &StateStore,
+    mirror: &Arc<Mirror>,
+    trigger: Trigger,
+) -> Result<JobOutcome, job::JobError> {
+    let (store, mirror) = (store.clone(), mirror.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        let (mut state, _) = store.load(&mirror.name)?;
+        state.end(
+            Timestamp::now(),
+            trigger,
+            RefCounts::default(),
+            Ending::Failed {
+                error: "internal error: the update panicked (see the daemon log)".into(),
+                retry: false,
+                divergent_refs: Vec::new(),
+                rejected_refs: Vec::new(),
+            },
+        );
+        let unsaved = store.save(&mirror.name, &state).err();
+        Ok::<_, StateError>(JobOutcome::Ran {
+            state: Box::new(state),
+            unsaved,
+        })
+    })
+    .await;
+    match saved {
+        Ok(outcome) => outcome.map_err(job::JobError::from),
+        Err(_) => Ok(JobOutcome::Busy),
     }
 }
 

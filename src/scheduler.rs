@@ -203,6 +203,14 @@ impl MirrorSchedule {
             .clamp(MIN_BACKOFF, MAX_BACKOFF)
     }
 
+    /// Drops what was waiting (the mirror was disabled); a running update is not affected.
+    pub fn cancel(&mut self) {
+        if let Phase::Waiting { .. } = self.phase {
+            self.phase = Phase::Idle;
+            self.retries_used = 0;
+        }
+    }
+
     /// Returns when the next update is due, if one is waiting.
     pub fn next_due(&self) -> Option<Instant> {
         match self.phase {
