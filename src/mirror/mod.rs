@@ -279,8 +279,7 @@ fn batches<'a>(
         let mut len = 0;
         let mut bytes = 0;
         while len < rest.len() && len < refs_per_push.max(1) {
-            // refspec `<oid>:<ref>` plus, for leases, `--force-with-lease=<ref>:<oid>`.
-            let cost = 2 * rest[len].refname.len() + 2 * 41 + 24;
+            let cost = argv_bytes(&rest[len]);
             if len > 0 && bytes + cost > MAX_PUSH_ARG_BYTES {
                 break;
             }
@@ -291,6 +290,17 @@ fn batches<'a>(
         rest = &rest[len..];
     }
     out
+}
+
+/// Returns the bytes of argv one update costs: the refspec `<oid>:<ref>` (with its NUL) plus,
+/// for forced updates and deletes, `--force-with-lease=<ref>:<oid>`.
+fn argv_bytes(update: &RefUpdate) -> usize {
+    let refspec = 41 + update.refname.len() + 1;
+    let lease = match update.kind {
+        UpdateKind::Force | UpdateKind::Delete => 19 + update.refname.len() + 1 + 40 + 1,
+        UpdateKind::Create | UpdateKind::FastForward => 0,
+    };
+    refspec + lease
 }
 
 /// Adds what one push did to the report. A stale rejection in the first round is set aside
@@ -360,6 +370,14 @@ mod tests {
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [3]);
         let split = batches(&updates, Some("refs/heads/main"), true, 2);
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 1]);
+    }
+
+    #[test]
+    fn ten_thousand_creates_fit_one_push() {
+        let updates: Vec<_> = (0..10_000)
+            .map(|i| update(&format!("refs/heads/branch-{i:05}"), UpdateKind::Create))
+            .collect();
+        assert_eq!(batches(&updates, None, true, 10_000).len(), 1);
     }
 
     #[test]
