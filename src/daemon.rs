@@ -70,8 +70,9 @@ enum Event {
     Done(Done),
     /// The start-up scan found these mirrors' local refs changed since their last success.
     Changed(Vec<String>),
-    /// Spooled notifications are in the queue now; their mirrors are marked.
-    Spooled(Vec<String>),
+    /// A queue append for these notified (or spooled) mirrors ended: they are marked now, after
+    /// the hook got its answer, so that an update's git processes do not compete with it.
+    Appended(Vec<String>),
 }
 
 /// One mirror as the daemon tracks it.
@@ -113,6 +114,9 @@ struct Daemon {
     /// Cancelled after the shutdown grace: kills running git children.
     kill: CancellationToken,
     running: usize,
+    /// Queue appends whose mirrors are not marked yet ([`Event::Appended`] pending): the queue
+    /// must not be compacted meanwhile, or it could drop what they hold.
+    unmarked_appends: usize,
 }
 
 /// Runs the daemon until `shutdown` completes, then stops gracefully.
@@ -146,6 +150,7 @@ pub async fn run(
         events,
         kill: CancellationToken::new(),
         running: 0,
+        unmarked_appends: 0,
     };
     let config = daemon.config.clone();
     daemon.install_mirrors(&config);
@@ -200,13 +205,10 @@ pub async fn run(
     let _ = server.await;
     let grace = tokio::time::sleep(SHUTDOWN_GRACE);
     tokio::pin!(grace);
-    while daemon.running > 0 {
+    // Running jobs end, and acknowledged notifications get marked, before the last snapshot.
+    while daemon.running > 0 || daemon.unmarked_appends > 0 {
         tokio::select! {
-            Some(event) = event_rx.recv() => {
-                if let Event::Done(done) = event {
-                    daemon.finish(done);
-                }
-            }
+            Some(event) = event_rx.recv() => daemon.on_event(event),
             () = &mut grace, if !daemon.kill.is_cancelled() => {
                 warn!(running = daemon.running, "grace period over; killing running updates");
                 daemon.kill.cancel();
@@ -389,6 +391,7 @@ impl Daemon {
             mirrors: names.clone(),
             forced: false,
         });
+        self.unmarked_appends += 1;
         tokio::spawn(async move {
             match durable.await {
                 Ok(()) => {
@@ -398,12 +401,12 @@ impl Daemon {
                             warn!(error = %crate::error::chain(&e), "cannot remove a spooled notification");
                         }
                     }
-                    let _ = events.send(Event::Spooled(names));
                 }
                 Err(e) => {
                     warn!(error = %crate::error::chain(&e), "cannot take in the spool; will try again")
                 }
             }
+            let _ = events.send(Event::Appended(names));
         });
     }
 
@@ -456,17 +459,6 @@ impl Daemon {
 
     fn notify(&mut self, notification: Notification, reply: oneshot::Sender<Response>) {
         let names = self.matching_mirrors(&notification);
-        let now = Instant::now();
-        for name in &names {
-            if let Some(tracked) = self.mirrors.get_mut(name) {
-                if !matches!(tracked.schedule.phase, Phase::Waiting { .. }) {
-                    tracked.next_trigger = Trigger::Push;
-                }
-                if let Some(due) = tracked.schedule.notify(now) {
-                    self.due.push(Reverse((due, name.clone())));
-                }
-            }
-        }
         // Hooks that could not reach the daemon left work in the spool.
         self.take_spool();
         if names.is_empty() {
@@ -477,16 +469,38 @@ impl Daemon {
             mirrors: names.clone(),
             forced: false,
         });
+        self.unmarked_appends += 1;
+        let events = self.events.clone();
         tokio::spawn(async move {
             let response = match durable.await {
-                Ok(()) => Response::Notified { mirrors: names },
+                Ok(()) => Response::Notified {
+                    mirrors: names.clone(),
+                },
                 Err(e) => Response::Error {
                     kind: ErrorKind::Unavailable,
                     message: crate::error::chain(&e),
                 },
             };
             let _ = reply.send(response);
+            // Marked even if the append failed: the hook spools too, and an extra update is
+            // harmless.
+            let _ = events.send(Event::Appended(names));
         });
+    }
+
+    /// Marks mirrors notified by a push, once their queue entry was appended.
+    fn mark_notified(&mut self, names: Vec<String>) {
+        let now = Instant::now();
+        for name in names {
+            if let Some(tracked) = self.mirrors.get_mut(&name) {
+                if !matches!(tracked.schedule.phase, Phase::Waiting { .. }) {
+                    tracked.next_trigger = Trigger::Push;
+                }
+                if let Some(due) = tracked.schedule.notify(now) {
+                    self.due.push(Reverse((due, name)));
+                }
+            }
+        }
     }
 
     /// Resolves a sync target to mirror names, or the error to answer.
@@ -724,15 +738,9 @@ impl Daemon {
                     }
                 }
             }
-            Event::Spooled(names) => {
-                let now = Instant::now();
-                for name in names {
-                    if let Some(tracked) = self.mirrors.get_mut(&name)
-                        && let Some(due) = tracked.schedule.notify(now)
-                    {
-                        self.due.push(Reverse((due, name)));
-                    }
-                }
+            Event::Appended(names) => {
+                self.unmarked_appends = self.unmarked_appends.saturating_sub(1);
+                self.mark_notified(names);
             }
         }
     }
@@ -867,7 +875,10 @@ impl Daemon {
         if let Some(due) = tracked.schedule.end(Instant::now(), ended) {
             self.due.push(Reverse((due, name)));
         }
-        if self.running == 0 && self.mirrors.values().all(|t| !t.schedule.is_pending()) {
+        if self.running == 0
+            && self.unmarked_appends == 0
+            && self.mirrors.values().all(|t| !t.schedule.is_pending())
+        {
             // Everything is done: the queue can be emptied. Sent now, so that it cannot
             // overtake an entry appended for a later event.
             let compacted = self.queue.compact(Pending::new());
