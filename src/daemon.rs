@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -84,9 +85,20 @@ struct Tracked {
     /// `sync --wait` callers of the next update, then of the running one.
     waiting_next: Vec<oneshot::Sender<SyncResult>>,
     waiting_running: Vec<oneshot::Sender<SyncResult>>,
+    /// Set by the dispatched job once it holds a permit, before it reads any ref. Until then
+    /// a trigger needs no follow-up update: the job will read the new refs anyway.
+    reading: Arc<AtomicBool>,
 }
 
 impl Tracked {
+    /// Returns true if an update was dispatched but has not read anything yet (it waits for
+    /// a permit), so that a new trigger can fold into it.
+    fn dispatched_unread(&self) -> bool {
+        // SeqCst pairs with the job's store: if this reads false, the job's reads of the
+        // repository come after this point, hence after the push being notified.
+        matches!(self.schedule.phase, Phase::Running { .. }) && !self.reading.load(Ordering::SeqCst)
+    }
+
     fn new(mirror: Arc<Mirror>) -> Tracked {
         let schedule = MirrorSchedule::new(mirror.window(), mirror.retries);
         Tracked {
@@ -95,6 +107,7 @@ impl Tracked {
             next_trigger: Trigger::Push,
             waiting_next: Vec::new(),
             waiting_running: Vec::new(),
+            reading: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -493,6 +506,9 @@ impl Daemon {
         let now = Instant::now();
         for name in names {
             if let Some(tracked) = self.mirrors.get_mut(&name) {
+                if tracked.dispatched_unread() {
+                    continue;
+                }
                 if !matches!(tracked.schedule.phase, Phase::Waiting { .. }) {
                     tracked.next_trigger = Trigger::Push;
                 }
@@ -605,6 +621,10 @@ impl Daemon {
         let Some(tracked) = self.mirrors.get_mut(name) else {
             return;
         };
+        if tracked.dispatched_unread() {
+            tracked.waiting_running.extend(waiter);
+            return;
+        }
         tracked.next_trigger = trigger;
         tracked.waiting_next.extend(waiter);
         if let Some(due) = tracked.schedule.force(Instant::now()) {
@@ -791,6 +811,8 @@ impl Daemon {
         tracked.schedule.start(now);
         tracked.next_trigger = Trigger::Push;
         tracked.waiting_running = std::mem::take(&mut tracked.waiting_next);
+        tracked.reading = Arc::new(AtomicBool::new(false));
+        let reading = tracked.reading.clone();
         self.running += 1;
 
         let mirror = tracked.mirror.clone();
@@ -805,6 +827,7 @@ impl Daemon {
             let store = store.clone();
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
+                reading.store(true, Ordering::SeqCst);
                 job::run(&config, &store, &mirror, trigger, retries_left, kill).await
             })
         };

@@ -206,7 +206,14 @@ struct DaemonPaths {
 fn daemon_paths(config_path: &Path) -> Result<DaemonPaths, String> {
     let text = std::fs::read_to_string(config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    // A server with thousands of mirrors has a large file; only `[daemon]` matters here, so
+    // parse that table's text alone when it can be cut out cleanly.
+    let cut = daemon_table_text(&text).and_then(|t| t.parse::<toml::Table>().ok());
+    let table: toml::Table = match cut {
+        Some(table) => Ok(table),
+        None => text.parse(),
+    }
+    .map_err(|e: toml::de::Error| {
         let first = e.to_string();
         let first = first.lines().next().unwrap_or("").to_owned();
         format!("{} is not valid TOML ({first})", config_path.display())
@@ -223,6 +230,23 @@ fn daemon_paths(config_path: &Path) -> Result<DaemonPaths, String> {
     let state_dir = path_of("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let socket = path_of("socket").unwrap_or_else(|| state_dir.join("control.sock"));
     Ok(DaemonPaths { state_dir, socket })
+}
+
+/// Returns the `[daemon]` table of a configuration file's text, header included: from its
+/// header line to the next table header. `None` if there is no such header line.
+fn daemon_table_text(text: &str) -> Option<String> {
+    let mut lines = text.lines();
+    lines.by_ref().find(|line| {
+        let line = line.trim_start();
+        line.strip_prefix("[daemon]")
+            .is_some_and(|rest| rest.trim_start().is_empty() || rest.trim_start().starts_with('#'))
+    })?;
+    let mut table = String::from("[daemon]\n");
+    for line in lines.take_while(|line| !line.trim_start().starts_with('[')) {
+        table.push_str(line);
+        table.push('\n');
+    }
+    Some(table)
 }
 
 /// Splits post-receive input into ref changes and messages about the lines skipped.
@@ -278,6 +302,18 @@ fn quote(raw: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_daemon_table_is_cut_out_of_a_large_file() {
+        let text = "# comment\n[daemon] # the daemon\nstate_dir = \"s\"\nsocket = \"s/c.sock\"\n\n\
+                    [[mirror]]\nname = \"a\"\n";
+        assert_eq!(
+            daemon_table_text(text).as_deref(),
+            Some("[daemon]\nstate_dir = \"s\"\nsocket = \"s/c.sock\"\n\n")
+        );
+        assert_eq!(daemon_table_text("[[mirror]]\nname = \"a\"\n"), None);
+    }
+
     use super::*;
     use crate::control::{self, Incoming, Limits};
     use crate::protocol::ErrorKind;

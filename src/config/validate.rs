@@ -93,6 +93,7 @@ fn from_source(
         errors: Vec::new(),
         problems: Vec::new(),
         warnings: Vec::new(),
+        opened_repos: HashMap::new(),
     };
     let root = match DeTable::parse(source) {
         Ok(root) => root,
@@ -212,6 +213,8 @@ struct Checker<'a> {
     /// Problems of one mirror only (see `Config::mirror_problems`).
     problems: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Repositories already opened, and what opening them said.
+    opened_repos: HashMap<PathBuf, Result<(), String>>,
 }
 
 impl Checker<'_> {
@@ -773,13 +776,20 @@ impl Checker<'_> {
                 );
             }
             Ok(_) => {
-                if let Err(error) = git2::Repository::open(&repo.value) {
+                // Many mirrors often share a repository: open each one once.
+                let opened = self
+                    .opened_repos
+                    .entry(repo.value.clone())
+                    .or_insert_with(|| {
+                        git2::Repository::open(&repo.value)
+                            .map(drop)
+                            .map_err(|e| e.message().to_owned())
+                    })
+                    .clone();
+                if let Err(message) = opened {
                     self.problem(
                         &repo.span,
-                        format!(
-                            "{label}: {path} is not a readable git repository: {}",
-                            error.message()
-                        ),
+                        format!("{label}: {path} is not a readable git repository: {message}"),
                     );
                 }
             }
