@@ -838,7 +838,7 @@ impl Daemon {
                 Ok(outcome) => outcome,
                 Err(panic) => {
                     error!(mirror = %mirror.name, error = %panic, "the update panicked");
-                    record_panic(&store, &mirror, trigger).await
+                    record_panic(&store, &mirror, trigger)
                 }
             };
             let _ = events.send(Event::Done(Done {
@@ -923,37 +923,30 @@ impl Daemon {
     }
 }
 
-/// Records a panicked update of `mirror` as failed in its state.
-async fn record_panic(
+/// Records a panicked update of `mirror` as failed in its state (a small write, done in
+/// place as `job::run` does its own).
+fn record_panic(
     store: &StateStore,
-    mirror: &Arc<Mirror>,
+    mirror: &Mirror,
     trigger: Trigger,
 ) -> Result<JobOutcome, job::JobError> {
-    let (store, mirror) = (store.clone(), mirror.clone());
-    let saved = tokio::task::spawn_blocking(move || {
-        let (mut state, _) = store.load(&mirror.name)?;
-        state.end(
-            Timestamp::now(),
-            trigger,
-            RefCounts::default(),
-            Ending::Failed {
-                error: "internal error: the update panicked (see the daemon log)".into(),
-                retry: false,
-                divergent_refs: Vec::new(),
-                rejected_refs: Vec::new(),
-            },
-        );
-        let unsaved = store.save(&mirror.name, &state).err();
-        Ok::<_, StateError>(JobOutcome::Ran {
-            state: Box::new(state),
-            unsaved,
-        })
+    let (mut state, _) = store.load(&mirror.name)?;
+    state.end(
+        Timestamp::now(),
+        trigger,
+        RefCounts::default(),
+        Ending::Failed {
+            error: "internal error: the update panicked (see the daemon log)".into(),
+            retry: false,
+            divergent_refs: Vec::new(),
+            rejected_refs: Vec::new(),
+        },
+    );
+    let unsaved = store.save(&mirror.name, &state).err();
+    Ok(JobOutcome::Ran {
+        state: Box::new(state),
+        unsaved,
     })
-    .await;
-    match saved {
-        Ok(outcome) => outcome.map_err(job::JobError::from),
-        Err(_) => Ok(JobOutcome::Busy),
-    }
 }
 
 /// Returns the status of `mirror` from its stored state and its live schedule.

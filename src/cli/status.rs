@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::client::{Client, ClientError};
+use crate::client::{ClientError, call};
 use crate::config::{Config, Mirror, PasswordSource};
 use crate::error::{EXIT_USAGE, chain};
 use crate::protocol::{MirrorStatus, Request, Response};
@@ -89,17 +89,18 @@ async fn from_daemon(
     config: &Config,
     name: Option<&str>,
 ) -> Result<Option<Vec<MirrorStatus>>, String> {
-    let timeout = std::time::Duration::from_secs(10);
-    let mut client = match Client::connect(&config.daemon.socket, timeout).await {
-        Ok(client) => client,
-        Err(ClientError::NotRunning { .. }) => return Ok(None),
-        Err(e) => return Err(chain(&e)),
-    };
     let request = Request::Status {
         name: name.map(str::to_owned),
     };
-    match client.request(&request, timeout).await {
+    match call(
+        &config.daemon.socket,
+        &request,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    {
         Ok(Response::Status { mirrors }) => Ok(Some(mirrors)),
+        Err(ClientError::NotRunning { .. }) => Ok(None),
         Ok(Response::Error { message, .. }) => Err(message),
         Ok(other) => Err(format!("unexpected answer from the daemon: {other:?}")),
         Err(e) => Err(chain(&e)),
