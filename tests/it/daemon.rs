@@ -39,6 +39,14 @@ impl Served {
             .assert_success();
     }
 
+    /// Configures one mirror `m` of the served repository, with `extra` option lines, to a new
+    /// remote (returned), and installs the hook.
+    fn configure_one(&self, extra: &str) -> PathBuf {
+        let remote = self.remote("m");
+        self.configure(&mirror_toml("m", &self.repo, &Served::url(&remote), extra));
+        remote
+    }
+
     /// A remote for a mirror, with a post-receive hook logging every ref update it takes.
     fn remote(&self, name: &str) -> PathBuf {
         let remote = self.env.bare_repo(format!("remotes/{name}.git"));
@@ -125,13 +133,7 @@ fn remote_pushes(remote: &Path) -> Vec<String> {
 #[test]
 fn push_through_the_hook_is_mirrored_after_a_quiet_window() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml(
-        "m",
-        &s.repo,
-        &Served::url(&remote),
-        "delay = \"1h\"",
-    ));
+    let remote = s.configure_one("delay = \"1h\"");
     let daemon = s.start_daemon();
     let oid = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &oid, &daemon);
@@ -141,13 +143,7 @@ fn push_through_the_hook_is_mirrored_after_a_quiet_window() {
 #[test]
 fn pushes_inside_the_window_coalesce_into_one_update() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml(
-        "m",
-        &s.repo,
-        &Served::url(&remote),
-        "delay = \"4s\"",
-    ));
+    let remote = s.configure_one("delay = \"4s\"");
     let daemon = s.start_daemon();
     let first = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
@@ -225,13 +221,7 @@ fn protected_only_mirror_ignores_unprotected_branches_and_one_push_updates_sever
 #[test]
 fn sync_and_sigusr1_bypass_the_window() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml(
-        "m",
-        &s.repo,
-        &Served::url(&remote),
-        "delay = \"1h\"",
-    ));
+    let remote = s.configure_one("delay = \"1h\"");
     let daemon = s.start_daemon();
     let first = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
@@ -281,8 +271,7 @@ fn sync_wait_exits_1_when_the_update_fails() {
 #[test]
 fn daemon_down_push_spools_and_restart_mirrors_it() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml("m", &s.repo, &Served::url(&remote), ""));
+    let remote = s.configure_one("");
     // The daemon ran once (it made its state directory), then stopped.
     let mut daemon = s.start_daemon();
     daemon.signal(libc::SIGTERM);
@@ -368,8 +357,7 @@ fn sigkill_before_during_and_after_an_update_loses_nothing() {
 #[test]
 fn pushes_made_while_no_hook_ran_are_mirrored_at_start() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml("m", &s.repo, &Served::url(&remote), ""));
+    let remote = s.configure_one("");
     let daemon = s.start_daemon();
     let first = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
@@ -447,13 +435,7 @@ fn reload_of_a_good_and_a_broken_file() {
 #[test]
 fn sigterm_stops_gracefully_and_keeps_pending_work() {
     let s = Served::new();
-    let remote = s.remote("m");
-    s.configure(&mirror_toml(
-        "m",
-        &s.repo,
-        &Served::url(&remote),
-        "delay = \"1h\"",
-    ));
+    let remote = s.configure_one("delay = \"1h\"");
     let mut daemon = s.start_daemon();
     let first = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
