@@ -39,7 +39,6 @@ import concurrent.futures
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -53,8 +52,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchlib import DATE, first_line, hermetic_env, loadavg
+from benchlib import machine as base_machine
+
 CRATE = Path(__file__).resolve().parent.parent
-DATE = 1_700_000_000  # fixed epoch for every commit
 ZERO = "0" * 40
 
 TARGET_HOOK_UP_MS = 10
@@ -78,71 +79,20 @@ def log(message):
 # Environment, machine, statistics
 
 
-def hermetic_env(home):
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("GIT_") and name not in ("RUST_LOG", "PUSHMIRROR_CONFIG", "PUSHMIRROR_BIN")
-    }
-    env.update(
-        {
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_CONFIG_SYSTEM": "/dev/null",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "init.defaultBranch",
-            "GIT_CONFIG_VALUE_0": "main",
-            "GIT_AUTHOR_NAME": "Bench",
-            "GIT_AUTHOR_EMAIL": "bench@example.com",
-            "GIT_COMMITTER_NAME": "Bench",
-            "GIT_COMMITTER_EMAIL": "bench@example.com",
-            "GIT_AUTHOR_DATE": f"{DATE} +0000",
-            "GIT_COMMITTER_DATE": f"{DATE} +0000",
-            "LC_ALL": "C",
-            "LANG": "C",
-        }
-    )
-    return env
 
 
-def first_line(argv):
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return out.strip().splitlines()[0] if out.strip() else "?"
-    except OSError:
-        return "?"
+
+
+
+
 
 
 def machine():
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = "?"
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-            break
     fs = first_line(["findmnt", "-no", "FSTYPE", "-T", tempfile.gettempdir()])
-    return {
-        "nproc": first_line(["nproc"]),
-        "memory": mem,
-        "cpu": cpu,
-        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "git": first_line(["git", "--version"]),
-        "rustc": first_line(["rustc", "--version"]),
-        "python": platform.python_version(),
-        "tmpdir": f"{tempfile.gettempdir()} ({fs})",
-        "crate": first_line(["git", "-C", str(CRATE), "describe", "--always", "--dirty"]),
-        "load": loadavg(),
-    }
-
-
-def loadavg():
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    info = base_machine()
+    info["tmpdir"] = f"{tempfile.gettempdir()} ({fs})"
+    info["crate"] = first_line(["git", "-C", str(CRATE), "describe", "--always", "--dirty"])
+    return info
 
 
 def pct(values, p):

@@ -41,8 +41,6 @@ the local ones).
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -52,10 +50,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchlib import DATE, hermetic_env, machine
+
 CRATE = Path(__file__).resolve().parent.parent
 TARGET_FIRST = 1.2
 TARGET_NOOP = 1.5
-DATE = 1_700_000_000  # fixed epoch for every commit
 
 
 class BenchError(Exception):
@@ -70,70 +69,10 @@ def log(message):
 # Environment and machine
 
 
-def hermetic_env(home):
-    """The environment for every git and pushmirror command: nothing from the user."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("GIT_") and name not in ("RUST_LOG", "PUSHMIRROR_CONFIG")
-    }
-    env.update(
-        {
-            "HOME": str(home),
-            "XDG_CONFIG_HOME": str(home / ".config"),
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_CONFIG_SYSTEM": "/dev/null",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_AUTHOR_NAME": "Bench",
-            "GIT_AUTHOR_EMAIL": "bench@example.com",
-            "GIT_COMMITTER_NAME": "Bench",
-            "GIT_COMMITTER_EMAIL": "bench@example.com",
-            "GIT_AUTHOR_DATE": f"{DATE} +0000",
-            "GIT_COMMITTER_DATE": f"{DATE} +0000",
-            "LC_ALL": "C",
-            "LANG": "C",
-        }
-    )
-    return env
 
 
-def first_line(argv):
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
-        return out.strip().splitlines()[0] if out.strip() else "?"
-    except OSError:
-        return "?"
 
 
-def machine():
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": str(os.cpu_count()) if shutil.which("nproc") is None else first_line(["nproc"]),
-        "memory": mem,
-        "cpu": cpu,
-        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "git": first_line(["git", "--version"]),
-        "rustc": first_line(["rustc", "--version"]),
-        "python": platform.python_version(),
-        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        if Path("/proc/loadavg").exists()
-        else "?",
-    }
 
 
 # ---------------------------------------------------------------------------------------------
