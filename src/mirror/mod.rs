@@ -323,7 +323,7 @@ fn tally(
                 UpdateKind::Delete => report.counts.deleted += 1,
             },
             RefOutcome::UpToDate => {}
-            RefOutcome::Rejected { stale: true, .. } if may_retry => {
+            outcome if may_retry && outcome.is_stale() => {
                 stale.push(result.refname.clone());
             }
             RefOutcome::Rejected { reason, stale } => {
@@ -334,7 +334,8 @@ fn tally(
                 });
             }
             RefOutcome::RemoteRejected { reason } => {
-                report.rejections_transient &= result.outcome.is_lock_failure();
+                report.rejections_transient &=
+                    result.outcome.is_lock_failure() || result.outcome.is_stale();
                 report.rejected.push(RejectedRef {
                     refname: result.refname.clone(),
                     reason: reason.clone(),

@@ -103,6 +103,18 @@ pub enum RefOutcome {
 }
 
 impl RefOutcome {
+    /// Returns true when the ref was refused because the remote moved since it was read: our
+    /// git's `stale info` / `fetch first` / `non-fast-forward`, or the remote's own
+    /// `cannot lock ref '<ref>': is at <oid> but expected <oid>` (another push updated it
+    /// between our read and our write). Reading the remote again is the answer to both.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            RefOutcome::Rejected { stale, .. } => *stale,
+            RefOutcome::RemoteRejected { reason } => reason.contains("but expected"),
+            RefOutcome::Done | RefOutcome::UpToDate => false,
+        }
+    }
+
     /// Returns true when the remote refused the ref because it could not lock it (another
     /// update was running there, or a stale `.lock` file): a transient refusal, unlike a hook
     /// or a protected branch.
@@ -373,6 +385,17 @@ impl Remote<'_> {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes git
+        // die with the daemon even on SIGKILL, where kill_on_drop cannot run: an orphaned push
+        // would otherwise race the next daemon's update of the same mirror.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let started = Instant::now();
         let mut child = command
             .spawn()
@@ -907,6 +930,30 @@ fn classify_failure(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_remote_that_moved_under_the_push_is_stale() {
+        let moved = RefOutcome::RemoteRejected {
+            reason: "failed to update ref: cannot lock ref 'refs/heads/main': is at 032a \
+                     but expected c310"
+                .into(),
+        };
+        assert!(moved.is_stale());
+        assert!(
+            RefOutcome::Rejected {
+                reason: "stale info".into(),
+                stale: true
+            }
+            .is_stale()
+        );
+        assert!(
+            !RefOutcome::RemoteRejected {
+                reason: "hook declined".into()
+            }
+            .is_stale()
+        );
+    }
+
     use std::path::PathBuf;
     use std::process::Command;
 

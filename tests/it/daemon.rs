@@ -340,6 +340,17 @@ fn sigkill_before_during_and_after_an_update_loses_nothing() {
         st["update_status"], "started",
         "the crash left it started: {st:#}"
     );
+    // The killed daemon's `git push` died with it (its argv has the URL; the remote's
+    // receive-pack, still in its hook, only has the path).
+    let url = Served::url(&remote);
+    crate::support::wait_until("the push died with the daemon", SOON, || {
+        let alive = crate::support::processes_with_arg(&url);
+        if alive.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{alive:#?}"))
+        }
+    });
     fs::remove_file(&hold).expect("release");
     let mut daemon = s.start_daemon();
     wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
