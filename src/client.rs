@@ -20,7 +20,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
-use crate::control::{LineRead, read_line_bounded};
+use crate::protocol::{LineRead, read_line_bounded};
 use crate::protocol::{Request, Response, encode_request};
 
 /// The longest reply line accepted (a `status` of thousands of mirrors fits easily).

@@ -1,15 +1,13 @@
 //! The `pushmirror` binary: parses arguments, sets up logging, calls one library function per
 //! subcommand, and maps the result to an exit code.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pushmirror::config::{Config, LogFormat};
-use pushmirror::error::{EXIT_FAILED, EXIT_USAGE, chain};
 use pushmirror::protocol::SyncTarget;
-use pushmirror::{cli, control, daemon};
+use pushmirror::{cli, daemon, hook};
 
 /// GitLab-style push mirroring for any git server that keeps bare repositories.
 #[derive(Debug, Parser)]
@@ -76,71 +74,28 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     let path = Config::locate(args.config.as_deref());
+    ExitCode::from(run(args.command, &path))
+}
+
+/// Runs one subcommand; returns its exit code.
+fn run(command: Command, path: &Path) -> u8 {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    if let Command::CheckConfig = args.command {
-        return ExitCode::from(cli::check_config::run(&path, &mut out, &mut err));
-    }
-    // Neither needs a valid configuration: the hook must work while it is broken.
-    if let Command::Notify = args.command {
-        return ExitCode::from(pushmirror::hook::main(&path));
-    }
-    if let Command::InstallHook { repos } = &args.command {
-        return ExitCode::from(cli::install_hook::main(repos, &path));
-    }
-    let config = match Config::load(&path) {
-        Ok(config) => config,
-        Err(e) => {
-            let _ = writeln!(err, "error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let default_level = if matches!(args.command, Command::Daemon) {
-        "info"
-    } else {
-        "warn"
-    };
-    init_logging(config.daemon.log_format, default_level);
-    pushmirror::mirror::init_libgit2();
-    // The socket is bound before the runtime starts: a second daemon stops here, and the
-    // umask that gives the socket its mode is set while no other thread runs.
-    let listener = match &args.command {
-        Command::Daemon => {
-            match control::bind(&config.daemon.socket, config.daemon.socket_group.as_deref()) {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    let _ = writeln!(err, "error: {}", chain(&e));
-                    return ExitCode::from(EXIT_USAGE);
+    match command {
+        // These three need no valid configuration: the hook must work while it is broken.
+        Command::CheckConfig => cli::check_config::run(path, &mut out, &mut err),
+        Command::Notify => hook::notify::main(path),
+        Command::InstallHook { repos } => cli::install_hook::main(&repos, path),
+        Command::Daemon => with_config(path, "info", |config| match daemon::main(config) {
+            Ok(()) => cli::EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {}", pushmirror::error::chain(&e));
+                match e {
+                    // As a configuration error: the socket is taken or cannot be made.
+                    daemon::DaemonError::Bind(_) => cli::EXIT_USAGE,
+                    _ => cli::EXIT_FAILED,
                 }
             }
-        }
-        _ => None,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = writeln!(err, "error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let code = match args.command {
-        Command::CheckConfig | Command::Notify | Command::InstallHook { .. } => {
-            unreachable!("handled above")
-        }
-        Command::Daemon => {
-            let Some(listener) = listener else {
-                unreachable!("bound above for the daemon")
-            };
-            match runtime.block_on(daemon::run(config, listener, shutdown_signal())) {
-                Ok(()) => 0,
-                Err(e) => {
-                    let _ = writeln!(err, "error: {}", chain(&e));
-                    EXIT_FAILED
-                }
-            }
-        }
+        }),
         Command::Sync {
             names,
             repo,
@@ -152,42 +107,48 @@ fn main() -> ExitCode {
                 (false, Some(repo)) => SyncTarget::Repo(repo),
                 (false, None) => SyncTarget::Mirrors(names),
             };
-            runtime.block_on(cli::sync::run(&config, target, wait, &mut out, &mut err))
+            with_config(path, "warn", |config| {
+                cli::block_on(cli::sync::run(&config, target, wait, &mut out, &mut err))
+            })
         }
-        Command::Reload => runtime.block_on(cli::reload::run(&config, &mut out, &mut err)),
+        Command::Reload => with_config(path, "warn", |config| {
+            cli::block_on(cli::reload::run(&config, &mut out, &mut err))
+        }),
         Command::Update { names, all } => {
             let selection = if all {
                 cli::update::Selection::All
             } else {
                 cli::update::Selection::Names(names)
             };
-            runtime.block_on(cli::update::run(&config, selection, &mut out, &mut err))
+            with_config(path, "warn", |config| {
+                cli::block_on(cli::update::run(&config, selection, &mut out, &mut err))
+            })
         }
-        Command::Status { name, json } => runtime.block_on(cli::status::run(
-            &config,
-            name.as_deref(),
-            json,
-            &mut out,
-            &mut err,
-        )),
-    };
-    ExitCode::from(code)
+        Command::Status { name, json } => with_config(path, "warn", |config| {
+            cli::block_on(cli::status::run(
+                &config,
+                name.as_deref(),
+                json,
+                &mut out,
+                &mut err,
+            ))
+        }),
+    }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without handlers the default action (exit) still applies.
-        return std::future::pending().await;
+/// Loads the configuration at `path`, starts logging (at `default_level` unless `RUST_LOG`
+/// says otherwise) and runs `command` with it; exit code 2 if the file is invalid.
+fn with_config(path: &Path, default_level: &str, command: impl FnOnce(Config) -> u8) -> u8 {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return cli::EXIT_USAGE;
+        }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    init_logging(config.daemon.log_format, default_level);
+    pushmirror::mirror::init_libgit2();
+    command(config)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `default_level`), as text or JSON.

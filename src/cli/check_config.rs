@@ -8,12 +8,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::{EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
-
-/// Exit code for a valid configuration.
-const OK: u8 = 0;
-/// Exit code for an invalid or unreadable configuration (SPEC.md section 2).
-const INVALID: u8 = 2;
 
 /// Validates the configuration at `path`, writing a one-line summary to `out` or every error
 /// to `err` (warnings go to `err` too). Returns the exit code: 0 if valid, 2 otherwise.
@@ -29,18 +25,18 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 for problem in &config.mirror_problems {
                     let _ = writeln!(err, "error: {problem}");
                 }
-                return INVALID;
+                return EXIT_USAGE;
             }
             let count = config.mirrors.len();
             let noun = if count == 1 { "mirror" } else { "mirrors" };
             let _ = writeln!(out, "{}: ok, {count} {noun}", path.display());
-            OK
+            EXIT_OK
         }
         Err(ConfigError::Invalid { diagnostics }) => {
             for diagnostic in &diagnostics {
                 let _ = writeln!(err, "error: {diagnostic}");
             }
-            INVALID
+            EXIT_USAGE
         }
         Err(error) => {
             let _ = writeln!(err, "error: {error}");
@@ -49,7 +45,7 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 let _ = writeln!(err, "  caused by: {cause}");
                 source = cause.source();
             }
-            INVALID
+            EXIT_USAGE
         }
     }
 }

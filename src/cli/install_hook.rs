@@ -1,87 +1,11 @@
 //! `pushmirror install-hook REPO...`: installs the post-receive hook that runs
-//! `pushmirror notify`, without destroying a hook that is already there.
-//!
-//! The hook is a small `#!/bin/sh` script recognised by its marker line
-//! ([`MARKER`]), which makes installing idempotent: the script is a pure function of the
-//! binary's path, the configuration's path and whether a hook is chained, so installing twice
-//! writes nothing, and installing again after the binary moved rewrites the path.
-//!
-//! A hook that is not ours is kept running: it is hard-linked to `post-receive.chained`
-//! (`link` refuses to replace an existing file, so an older `.chained` is never clobbered)
-//! before our script is renamed over `post-receive`, so there is no moment without a hook.
-//! Our script saves stdin, feeds it to the chained hook (whose status becomes the script's),
-//! then to `pushmirror notify`.
-//!
-//! With `core.hooksPath` set, git runs hooks from that directory instead, so that is where the
-//! hook goes; the hook finds its repository from `GIT_DIR`, so one script serves every
-//! repository sharing the directory.
+//! `pushmirror notify` into each repository (see [`crate::hook::install`]), one line each.
 
-use std::ffi::OsStr;
-use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// The line that marks a hook as installed (and owned) by this command.
-pub const MARKER: &str = "# managed by pushmirror install-hook";
-
-const HOOK: &str = "post-receive";
-const CHAINED: &str = "post-receive.chained";
-
-/// Exit code when every repository got its hook.
-const OK: u8 = 0;
-/// Exit code when one repository or more could not (SPEC.md section 2: usage error).
-const FAILED: u8 = 2;
-
-/// Why the hook could not be installed into one repository.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    /// libgit2's own message only repeats the path, so none is kept.
-    #[error("{path} is not a git repository")]
-    NotARepository { path: PathBuf },
-    #[error("cannot read core.hooksPath of {path}")]
-    HooksPath {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "{existing} is not ours and {chained} already exists; merge them by hand or move {chained} away, then run install-hook again"
-    )]
-    ChainedExists { existing: PathBuf, chained: PathBuf },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// What happened to one repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Installed {
-    /// There was no post-receive hook.
-    Fresh,
-    /// Ours was there, byte for byte.
-    AlreadyInstalled,
-    /// Ours was there with other paths (the binary or the configuration moved).
-    Updated,
-    /// Another hook was there; it now runs first, as `post-receive.chained`.
-    Chaining,
-}
-
-impl Installed {
-    fn describe(self) -> &'static str {
-        match self {
-            Installed::Fresh => "installed",
-            Installed::AlreadyInstalled => "already installed",
-            Installed::Updated => "updated (the binary or configuration path changed)",
-            Installed::Chaining => "installed, chaining the existing hook",
-        }
-    }
-}
+use super::{EXIT_OK, EXIT_USAGE};
+use crate::hook::install;
 
 /// Runs `pushmirror install-hook` for the binary: installs the hook for this very binary
 /// (`/proc/self/exe`) and `config_path` into each of `repos`. Returns the exit code.
@@ -94,22 +18,11 @@ pub fn main(repos: &[PathBuf], config_path: &Path) -> u8 {
                 err,
                 "error: cannot find the path of this pushmirror binary: {e}"
             );
-            return FAILED;
+            return EXIT_USAGE;
         }
     };
     crate::mirror::init_libgit2();
     run(repos, config_path, &binary, &mut out, &mut err)
-}
-
-/// Installs the hook for this very binary and `config_path` into `repo` (what
-/// `install-hook` does for one repository), for code that provisions repositories. The error
-/// is rendered with its causes, ready to report.
-pub fn install_into(repo: &Path, config_path: &Path) -> Result<Installed, String> {
-    let binary = std::env::current_exe()
-        .map_err(|e| format!("cannot find the path of this pushmirror binary: {e}"))?;
-    install(repo, &absolute(config_path), &absolute(&binary))
-        .map(|report| report.installed)
-        .map_err(|e| crate::error::chain(&e))
 }
 
 /// Installs the hook into each of `repos`, for `binary` run with `config_path` (both made
@@ -122,8 +35,8 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let config_path = absolute(config_path);
-    let binary = absolute(binary);
+    let config_path = crate::paths::canonical(config_path);
+    let binary = crate::paths::canonical(binary);
     // A failed write (e.g. a closed pipe) cannot be reported anywhere better.
     if !config_path.exists() {
         let _ = writeln!(
@@ -132,9 +45,9 @@ pub fn run(
             config_path.display()
         );
     }
-    let mut code = OK;
+    let mut code = EXIT_OK;
     for repo in repos {
-        match install(repo, &config_path, &binary) {
+        match install::install(repo, &config_path, &binary) {
             Ok(report) => {
                 if let Some(dir) = &report.shared_hooks_dir {
                     let _ = writeln!(
@@ -154,337 +67,24 @@ pub fn run(
             }
             Err(e) => {
                 let _ = writeln!(err, "error: {}", crate::error::chain(&e));
-                code = FAILED;
+                code = EXIT_USAGE;
             }
         }
     }
     code
 }
 
-/// The outcome for one repository.
-#[derive(Debug)]
-struct Report {
-    installed: Installed,
-    /// The hook file written or checked.
-    hook: PathBuf,
-    /// `core.hooksPath`, when set.
-    shared_hooks_dir: Option<PathBuf>,
-}
-
-fn install(repo: &Path, config_path: &Path, binary: &Path) -> Result<Report, InstallError> {
-    let opened = git2::Repository::open_ext(
-        repo,
-        git2::RepositoryOpenFlags::NO_SEARCH,
-        std::iter::empty::<&OsStr>(),
-    )
-    .map_err(|_| InstallError::NotARepository {
-        path: repo.to_owned(),
-    })?;
-    let git_dir = absolute(opened.path());
-    // Relative hooks paths are relative to where hooks run: the repository itself when
-    // bare, the top of the work tree otherwise.
-    let hooks_base = match opened.workdir() {
-        Some(workdir) if !opened.is_bare() => absolute(workdir),
-        _ => git_dir.clone(),
-    };
-    let shared_hooks_dir = hooks_path(&git_dir)
-        .map_err(|source| InstallError::HooksPath {
-            path: repo.to_owned(),
-            source,
-        })?
-        .map(|dir| hooks_base.join(dir));
-    let hooks_dir = shared_hooks_dir
-        .clone()
-        .unwrap_or_else(|| git_dir.join("hooks"));
-    let installed = install_in_dir(&hooks_dir, config_path, binary)?;
-    Ok(Report {
-        installed,
-        hook: hooks_dir.join(HOOK),
-        shared_hooks_dir,
-    })
-}
-
-/// Returns `core.hooksPath` as git sees it for the repository at `git_dir` (its own config
-/// and the user's and system's), `~` expanded.
-fn hooks_path(git_dir: &Path) -> io::Result<Option<PathBuf>> {
-    let mut git_dir_arg = std::ffi::OsString::from("--git-dir=");
-    git_dir_arg.push(git_dir);
-    let output = Command::new("git")
-        .arg(git_dir_arg)
-        .args(["config", "--type=path", "--get", "core.hooksPath"])
-        .output()?;
-    match output.status.code() {
-        Some(0) => {
-            let value = output.stdout.strip_suffix(b"\n").unwrap_or(&output.stdout);
-            Ok((!value.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(value))))
-        }
-        // Exit 1: the key is not set.
-        Some(1) => Ok(None),
-        _ => Err(io::Error::other(format!(
-            "git config failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))),
-    }
-}
-
-/// Installs our hook into `hooks_dir`.
-fn install_in_dir(
-    hooks_dir: &Path,
-    config_path: &Path,
-    binary: &Path,
-) -> Result<Installed, InstallError> {
-    let hook = hooks_dir.join(HOOK);
-    let chained = hooks_dir.join(CHAINED);
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| InstallError::Write { path, source }
-    };
-    fs::create_dir_all(hooks_dir).map_err(write_error(hooks_dir))?;
-
-    let existing = match fs::read(&hook) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // A dangling symlink reads as missing but is still a hook someone put there.
-            if fs::symlink_metadata(&hook).is_ok() {
-                Some(Vec::new())
-            } else {
-                None
-            }
-        }
-        Err(e) => return Err(write_error(&hook)(e)),
-    };
-    let ours = existing.as_deref().is_some_and(is_ours);
-
-    if ours {
-        let wanted = script(binary, config_path, chained_present(&chained));
-        if existing.as_deref() == Some(wanted.as_slice()) {
-            return Ok(Installed::AlreadyInstalled);
-        }
-        replace_file(&hook, &wanted).map_err(write_error(&hook))?;
-        return Ok(Installed::Updated);
-    }
-    let Some(_) = existing else {
-        replace_file(&hook, &script(binary, config_path, false)).map_err(write_error(&hook))?;
-        return Ok(Installed::Fresh);
-    };
-    if chained_present(&chained) {
-        return Err(InstallError::ChainedExists {
-            existing: hook,
-            chained,
-        });
-    }
-    // Keep the old hook in place until ours replaces it: link first (never clobbers), then
-    // rename ours over it.
-    fs::hard_link(&hook, &chained).map_err(|source| match source.kind() {
-        io::ErrorKind::AlreadyExists => InstallError::ChainedExists {
-            existing: hook.clone(),
-            chained: chained.clone(),
-        },
-        _ => InstallError::Write {
-            path: chained.clone(),
-            source,
-        },
-    })?;
-    replace_file(&hook, &script(binary, config_path, true)).map_err(write_error(&hook))?;
-    Ok(Installed::Chaining)
-}
-
-fn chained_present(chained: &Path) -> bool {
-    fs::symlink_metadata(chained).is_ok()
-}
-
-fn is_ours(content: &[u8]) -> bool {
-    content
-        .split(|&b| b == b'\n')
-        .any(|line| line == MARKER.as_bytes())
-}
-
-/// Returns the hook script for `binary` and `config_path`, chaining `post-receive.chained`
-/// first when `chain` is set.
-fn script(binary: &Path, config_path: &Path, chain: bool) -> Vec<u8> {
-    let mut notify = Vec::new();
-    notify.extend_from_slice(&shell_quote(binary.as_os_str()));
-    notify.extend_from_slice(b" --config ");
-    notify.extend_from_slice(&shell_quote(config_path.as_os_str()));
-    notify.extend_from_slice(b" notify");
-
-    let mut text = Vec::new();
-    text.extend_from_slice(b"#!/bin/sh\n");
-    text.extend_from_slice(MARKER.as_bytes());
-    text.push(b'\n');
-    if !chain {
-        text.extend_from_slice(
-            b"# Tells the pushmirror daemon which refs this push changed; it never fails the push.\n\
-              exec ",
-        );
-        text.extend_from_slice(&notify);
-        text.push(b'\n');
-        return text;
-    }
-    text.extend_from_slice(
-        b"# Runs the hook that was here before (now post-receive.chained) with this push's\n\
-          # input, then tells the pushmirror daemon which refs the push changed.\n\
-          # The input is kept whole: the trailing 'x' protects its final newline.\n\
-          input=$(cat; echo x)\n\
-          input=${input%x}\n\
-          status=0\n\
-          chained=\"$(dirname \"$0\")/post-receive.chained\"\n\
-          if [ -x \"$chained\" ]; then\n\
-          \tprintf '%s' \"$input\" | \"$chained\" \"$@\"\n\
-          \tstatus=$?\n\
-          fi\n\
-          printf '%s' \"$input\" | ",
-    );
-    text.extend_from_slice(&notify);
-    text.extend_from_slice(b"\nexit $status\n");
-    text
-}
-
-/// Returns `value` single-quoted for `sh` (`'` becomes `'\''`).
-fn shell_quote(value: &OsStr) -> Vec<u8> {
-    let mut quoted = vec![b'\''];
-    for &b in value.as_bytes() {
-        if b == b'\'' {
-            quoted.extend_from_slice(b"'\\''");
-        } else {
-            quoted.push(b);
-        }
-    }
-    quoted.push(b'\'');
-    quoted
-}
-
-/// Writes `bytes` to `path` (mode 0755) through a temporary file renamed over it, so git
-/// never runs a half-written hook.
-fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".pushmirror-tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
-    let result = (|| {
-        fs::write(&tmp, bytes)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
-        fs::File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Returns `path` absolute (against the current directory) and canonical when it exists.
-fn absolute(path: &Path) -> PathBuf {
-    if let Ok(canonical) = fs::canonicalize(path) {
-        return canonical;
-    }
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn init_bare(path: &Path) {
-        git2::Repository::init_bare(path).expect("init bare repository");
-    }
-
-    #[test]
-    fn quoting_survives_quotes_and_spaces() {
-        assert_eq!(shell_quote(OsStr::new("/a b/c")), b"'/a b/c'");
-        assert_eq!(shell_quote(OsStr::new("it's")), b"'it'\\''s'");
-    }
-
-    #[test]
-    fn fresh_install_then_again_is_identical() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let repo = dir.path().join("r.git");
-        init_bare(&repo);
-        let hook = repo.join("hooks").join(HOOK);
-        let _ = fs::remove_file(&hook);
-        let (config, binary) = (Path::new("/etc/pm.toml"), Path::new("/usr/bin/pushmirror"));
-        let hooks = repo.join("hooks");
-        assert_eq!(
-            install_in_dir(&hooks, config, binary).expect("install"),
-            Installed::Fresh
-        );
-        let first = fs::read(&hook).expect("hook");
-        assert_eq!(
-            String::from_utf8_lossy(&first),
-            format!(
-                "#!/bin/sh\n{MARKER}\n# Tells the pushmirror daemon which refs this push changed; it never fails the push.\nexec '/usr/bin/pushmirror' --config '/etc/pm.toml' notify\n"
-            )
-        );
-        assert_eq!(
-            fs::metadata(&hook).expect("hook").permissions().mode() & 0o777,
-            0o755
-        );
-        assert_eq!(
-            install_in_dir(&hooks, config, binary).expect("install"),
-            Installed::AlreadyInstalled
-        );
-        assert_eq!(fs::read(&hook).expect("hook"), first);
-        assert_eq!(
-            install_in_dir(&hooks, config, Path::new("/opt/pushmirror")).expect("install"),
-            Installed::Updated
-        );
-        assert!(
-            String::from_utf8_lossy(&fs::read(&hook).expect("hook")).contains("'/opt/pushmirror'")
-        );
-    }
-
-    #[test]
-    fn existing_hook_is_chained_once() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let hooks = dir.path().join("hooks");
-        fs::create_dir(&hooks).expect("mkdir");
-        fs::write(hooks.join(HOOK), "#!/bin/sh\necho old\n").expect("write");
-        let (config, binary) = (Path::new("/c.toml"), Path::new("/pm"));
-        assert_eq!(
-            install_in_dir(&hooks, config, binary).expect("install"),
-            Installed::Chaining
-        );
-        assert_eq!(
-            fs::read_to_string(hooks.join(CHAINED)).expect("chained"),
-            "#!/bin/sh\necho old\n"
-        );
-        let ours = fs::read(hooks.join(HOOK)).expect("hook");
-        assert!(is_ours(&ours));
-        assert_eq!(
-            install_in_dir(&hooks, config, binary).expect("install"),
-            Installed::AlreadyInstalled
-        );
-        assert_eq!(fs::read(hooks.join(HOOK)).expect("hook"), ours);
-    }
-
-    #[test]
-    fn existing_chained_is_never_clobbered() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let hooks = dir.path().join("hooks");
-        fs::create_dir(&hooks).expect("mkdir");
-        fs::write(hooks.join(HOOK), "#!/bin/sh\necho new\n").expect("write");
-        fs::write(hooks.join(CHAINED), "#!/bin/sh\necho older\n").expect("write");
-        let error = install_in_dir(&hooks, Path::new("/c"), Path::new("/pm")).expect_err("refused");
-        assert!(
-            matches!(error, InstallError::ChainedExists { .. }),
-            "{error}"
-        );
-        assert_eq!(
-            fs::read_to_string(hooks.join(HOOK)).expect("kept"),
-            "#!/bin/sh\necho new\n"
-        );
-        assert_eq!(
-            fs::read_to_string(hooks.join(CHAINED)).expect("kept"),
-            "#!/bin/sh\necho older\n"
-        );
-    }
 
     #[test]
     fn not_a_repository_fails_after_trying_the_others() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let good = dir.path().join("good.git");
-        init_bare(&good);
+        git2::Repository::init_bare(&good).expect("init bare repository");
         let bad = dir.path().join("plain");
-        fs::create_dir(&bad).expect("mkdir");
+        std::fs::create_dir(&bad).expect("mkdir");
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(
             &[bad.clone(), good.clone()],
@@ -493,7 +93,7 @@ mod tests {
             &mut out,
             &mut err,
         );
-        assert_eq!(code, FAILED);
+        assert_eq!(code, EXIT_USAGE);
         let err = String::from_utf8_lossy(&err);
         assert!(
             err.contains(&format!("error: {} is not a git repository", bad.display())),
@@ -501,6 +101,6 @@ mod tests {
         );
         let out = String::from_utf8_lossy(&out);
         assert!(out.contains(": installed ("), "{out}");
-        assert!(good.join("hooks").join(HOOK).exists());
+        assert!(good.join("hooks").join("post-receive").exists());
     }
 }

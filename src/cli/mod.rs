@@ -1,4 +1,6 @@
-//! The admin subcommands, one file each. `main.rs` parses arguments and calls these.
+//! The admin subcommands, one file each, and the exit codes they share. `main.rs` parses
+//! arguments and calls these; they print and never decide policy.
+
 pub mod check_config;
 pub mod install_hook;
 pub mod reload;
@@ -9,8 +11,30 @@ pub mod update;
 use std::io::Write;
 
 use crate::client::ClientError;
-use crate::error::{EXIT_USAGE, chain};
+use crate::error::chain;
 use crate::protocol::Response;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the operation failed (e.g. a mirror update failed).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage, configuration or connection error.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs `work` to completion on a multi-threaded tokio runtime; returns its exit code, or 2
+/// if no runtime can be started.
+pub fn block_on(work: impl Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            EXIT_USAGE
+        }
+    }
+}
 
 /// Prints why the daemon's answer is not the one a command wanted; returns exit code 2.
 fn report_unwanted(answer: Result<Response, ClientError>, err: &mut dyn Write) -> u8 {

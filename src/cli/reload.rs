@@ -4,9 +4,9 @@
 use std::io::Write;
 use std::time::Duration;
 
+use super::{EXIT_OK, EXIT_USAGE};
 use crate::client::call;
 use crate::config::Config;
-use crate::error::EXIT_USAGE;
 use crate::protocol::{Request, Response};
 
 /// Returns 0 when the new configuration is in force, 2 when it was rejected or the daemon
@@ -16,7 +16,7 @@ pub async fn run(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> u
     match call(&config.daemon.socket, &Request::Reload, timeout).await {
         Ok(Response::Reloaded { mirrors }) => {
             let _ = writeln!(out, "configuration reloaded: {mirrors} mirrors");
-            0
+            EXIT_OK
         }
         Ok(Response::Error { message, .. }) => {
             let _ = writeln!(err, "error: the daemon kept its configuration: {message}");

@@ -8,45 +8,16 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::{EXIT_OK, EXIT_USAGE};
 use crate::client::{ClientError, call};
-use crate::config::{Config, Mirror, PasswordSource};
-use crate::error::{EXIT_USAGE, chain};
+use crate::config::{Config, Mirror};
+use crate::error::chain;
 use crate::protocol::{MirrorStatus, Request, Response};
-use crate::state::{MirrorState, StateStore, Timestamp};
+use crate::store::state::{MirrorState, StateStore, Timestamp};
 
 #[derive(Debug, Serialize)]
 struct StatusDocument {
     mirrors: Vec<MirrorStatus>,
-}
-
-/// Returns the masked URL of a mirror as status shows it.
-pub fn display_url(mirror: &Mirror) -> String {
-    let with_credentials = mirror.username.is_some()
-        || !matches!(mirror.password, PasswordSource::None)
-        || mirror.url.has_embedded_credentials();
-    mirror.url.display(with_credentials)
-}
-
-/// Returns the status entry of `mirror` given its stored state.
-pub fn entry(mirror: &Mirror, state: MirrorState) -> MirrorStatus {
-    MirrorStatus {
-        name: mirror.name.to_string(),
-        repo: mirror.repo.display().to_string(),
-        url: display_url(mirror),
-        enabled: mirror.enabled,
-        update_status: state.update_status.as_str().to_owned(),
-        last_update_started_at: state.last_update_started_at,
-        last_update_at: state.last_update_at,
-        last_successful_update_at: state.last_successful_update_at,
-        next_update_at: state.next_update_at,
-        last_error: state.last_error,
-        divergent_refs: state.divergent_refs,
-        rejected_refs: state.rejected_refs,
-        refs_created: state.counts.created,
-        refs_updated: state.counts.updated,
-        refs_deleted: state.counts.deleted,
-        history: state.history.into(),
-    }
 }
 
 /// Prints the status; returns the exit code.
@@ -81,7 +52,7 @@ pub async fn run(
     } else {
         let _ = out.write_all(table(&entries, SystemTime::now(), terminal_width()).as_bytes());
     }
-    0
+    EXIT_OK
 }
 
 /// Returns the daemon's answer, `None` when no daemon runs, or the error to print.
@@ -143,7 +114,7 @@ fn from_files(
                 MirrorState::default()
             }
         };
-        entries.push(entry(mirror, state));
+        entries.push(MirrorStatus::from_state(mirror, state));
     }
     Ok(entries)
 }

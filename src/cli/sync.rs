@@ -1,12 +1,11 @@
 //! `pushmirror sync NAME… | --repo PATH | --all [--wait]`: forces updates through the daemon.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{EXIT_FAILED, EXIT_OK};
 use crate::client::call;
 use crate::config::Config;
-use crate::error::EXIT_FAILED;
 use crate::protocol::{Request, Response, SyncTarget};
 
 /// How long `--wait` waits at most: longer than any update's timeout.
@@ -22,7 +21,7 @@ pub async fn run(
     err: &mut dyn Write,
 ) -> u8 {
     let target = match target {
-        SyncTarget::Repo(path) => SyncTarget::Repo(absolute(path)),
+        SyncTarget::Repo(path) => SyncTarget::Repo(crate::paths::canonical(&path)),
         other => other,
     };
     let limit = if wait {
@@ -38,7 +37,7 @@ pub async fn run(
     .await
     {
         Ok(Response::Synced { mirrors }) => {
-            let mut code = 0;
+            let mut code = EXIT_OK;
             for result in mirrors {
                 let _ = writeln!(out, "{}: {}", result.name, result.update_status);
                 if wait && result.update_status != "finished" {
@@ -54,9 +53,4 @@ pub async fn run(
         }
         other => super::report_unwanted(other, err),
     }
-}
-
-fn absolute(path: PathBuf) -> PathBuf {
-    let path = std::path::absolute(&path).unwrap_or(path);
-    std::fs::canonicalize(&path).unwrap_or(path)
 }

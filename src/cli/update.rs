@@ -8,10 +8,11 @@ use std::io::Write;
 
 use tokio_util::sync::CancellationToken;
 
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, Mirror};
-use crate::error::{EXIT_USAGE, chain};
-use crate::job::{self, JobOutcome};
-use crate::state::{StateStore, Trigger, UpdateStatus};
+use crate::error::chain;
+use crate::mirror::job::{self, JobOutcome};
+use crate::store::state::{StateStore, Trigger, UpdateStatus};
 
 /// Which mirrors to update.
 pub enum Selection {
@@ -40,7 +41,7 @@ pub async fn run(
                             "error: no mirror named {name:?} in {}",
                             config.path.display()
                         );
-                        return 2;
+                        return EXIT_USAGE;
                     }
                 }
             }
@@ -54,7 +55,7 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
-    let mut code = 0;
+    let mut code = EXIT_OK;
     for mirror in mirrors {
         let started = std::time::Instant::now();
         let outcome = job::run(
@@ -89,7 +90,7 @@ pub async fn run(
                 );
             }
             Ok(JobOutcome::Ran { state, .. }) => {
-                code = code.max(1);
+                code = code.max(EXIT_FAILED);
                 let error = state.last_error.unwrap_or_default();
                 let _ = writeln!(
                     out,
@@ -100,7 +101,7 @@ pub async fn run(
                 );
             }
             Ok(JobOutcome::Busy) => {
-                code = code.max(1);
+                code = code.max(EXIT_FAILED);
                 let _ = writeln!(
                     out,
                     "{}: skipped: another process is updating this mirror",
@@ -108,7 +109,7 @@ pub async fn run(
                 );
             }
             Err(e) => {
-                code = 2;
+                code = EXIT_USAGE;
                 let _ = writeln!(err, "error: {}: {}", mirror.name, chain(&e));
             }
         }

@@ -18,11 +18,19 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, Diagnostic};
 pub use pattern::BranchPattern;
 
-use crate::url::RemoteUrl;
+use crate::mirror::url::RemoteUrl;
 
 /// Where the configuration file is looked for when neither `--config` nor
 /// `$PUSHMIRROR_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pushmirror/pushmirror.toml";
+
+/// `[daemon] state_dir` when the file does not set it (the hook reads the same default).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
+
+/// Returns the control socket's path when `[daemon] socket` is not set.
+pub fn default_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join("control.sock")
+}
 
 /// A whole, validated configuration file.
 #[derive(Debug, Clone)]
@@ -178,6 +186,14 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// Returns the masked URL of the mirror, as status, logs and errors show it.
+    pub fn display_url(&self) -> String {
+        let with_credentials = self.username.is_some()
+            || !matches!(self.password, PasswordSource::None)
+            || self.url.has_embedded_credentials();
+        self.url.display(with_credentials)
+    }
+
     /// Returns the update window W of SPEC section 4.
     pub fn window(&self) -> Duration {
         match self.branches {

@@ -36,9 +36,10 @@ use super::{
     BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
     Mirror, MirrorName, PasswordSource, Prune,
 };
-use crate::url::RemoteUrl;
+use crate::mirror::credentials::too_open;
+use crate::mirror::url::RemoteUrl;
+use crate::paths::resolve;
 
-const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
 const DEFAULT_MAX_PARALLEL_PUSHES: usize = 4;
 const DEFAULT_DELAY: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_PROTECTED_DELAY: Duration = Duration::from_secs(60);
@@ -315,12 +316,12 @@ impl Checker<'_> {
             .state_dir
             .as_ref()
             .and_then(|dir| self.path_value("state_dir", dir))
-            .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |dir| dir.value);
+            .map_or_else(|| PathBuf::from(super::DEFAULT_STATE_DIR), |dir| dir.value);
         let socket = match &raw.socket {
             Some(socket) => self
                 .path_value("socket", socket)
-                .map_or_else(|| state_dir.join("control.sock"), |s| s.value),
-            None => state_dir.join("control.sock"),
+                .map_or_else(|| super::default_socket(&state_dir), |s| s.value),
+            None => super::default_socket(&state_dir),
         };
         let socket_bytes = socket.as_os_str().len();
         if socket_bytes > MAX_SOCKET_PATH_BYTES {
@@ -809,7 +810,7 @@ impl Checker<'_> {
             Ok(meta) if !meta.is_file() => {
                 format!("{label}: password file {path} is not a regular file")
             }
-            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => format!(
+            Ok(meta) if too_open(meta.permissions().mode()) => format!(
                 "{label}: refusing {path}: it is readable by group or others (mode {:04o}); \
                  chmod 600 it",
                 meta.permissions().mode() & 0o7777
@@ -908,23 +909,6 @@ fn regex_error_summary(error: &regex::Error) -> String {
             },
             str::to_owned,
         )
-}
-
-/// Returns `path` joined to `base` with `.` and `..` resolved lexically (symlinks are kept,
-/// as the operator wrote them): `/etc/pm/../demo/x.git` becomes `/etc/demo/x.git`.
-fn resolve(base: &Path, path: &str) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in base.join(path).components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

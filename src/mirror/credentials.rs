@@ -60,6 +60,13 @@ pub fn resolve(mirror: &Mirror) -> Result<Option<HttpCredentials>, CredentialErr
     Ok(Some(HttpCredentials { username, password }))
 }
 
+/// Returns true if a file of mode `mode` is readable or writable by group or others, which a
+/// file holding a secret must not be (SPEC.md section 8). The one place this rule is written:
+/// `check-config` and every update apply it.
+pub fn too_open(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
 fn read_password_file(path: &std::path::Path) -> Result<SecretString, CredentialError> {
     let read_error = |source| CredentialError::Read {
         path: path.to_owned(),
@@ -69,7 +76,7 @@ fn read_password_file(path: &std::path::Path) -> Result<SecretString, Credential
         .map_err(read_error)?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
+    if too_open(mode) {
         return Err(CredentialError::TooOpen {
             path: path.to_owned(),
             mode: mode & 0o7777,

@@ -7,9 +7,11 @@
 //! result into a `state::Ending`.
 
 pub mod credentials;
+pub mod job;
 pub mod local;
 pub mod refdiff;
 pub mod remote;
+pub mod url;
 
 use std::collections::BTreeMap;
 
@@ -23,8 +25,8 @@ use crate::mirror::credentials::CredentialError;
 use crate::mirror::local::{LocalError, LocalRepo};
 use crate::mirror::refdiff::{Plan, Policy, RefUpdate, UpdateKind};
 use crate::mirror::remote::{PushReport, RefOutcome, Remote, RemoteError};
-use crate::state::{Ending, RefCounts, RejectedRef};
-use crate::url::mask_credentials;
+use crate::mirror::url::mask_credentials;
+use crate::store::state::{Ending, RefCounts, RejectedRef};
 
 /// Most bytes of refspecs and leases given to one `git push`, well under Linux's 2 MiB
 /// `ARG_MAX`.

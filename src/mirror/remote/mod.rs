@@ -43,7 +43,7 @@ use tracing::debug;
 
 use crate::config::GitConfigPolicy;
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
-use crate::url::{RemoteUrl, mask_credentials, scrub_secrets};
+use crate::mirror::url::{RemoteUrl, mask_credentials, scrub_secrets};
 
 /// A user name and password (or token) for an HTTP(S) remote.
 #[derive(Clone)]

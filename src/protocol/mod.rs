@@ -13,13 +13,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{RejectedRef, Timestamp, UpdateSummary};
+use crate::store::state::{RejectedRef, Timestamp, UpdateSummary};
+
+mod framing;
+mod status;
+
+pub use framing::{
+    LineRead, MAX_REQUEST_BYTES, decode_request, encode_request, encode_response, read_line_bounded,
+};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
-
-/// The largest request line accepted (a push of tens of thousands of refs fits).
-pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 
 /// One request line: the version and the operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,59 +157,6 @@ pub struct MirrorStatus {
     pub history: Vec<UpdateSummary>,
 }
 
-/// Returns the request line for `request`, newline included.
-pub fn encode_request(request: &Request) -> String {
-    let line = RequestLine {
-        v: PROTOCOL_VERSION,
-        request: request.clone(),
-    };
-    let mut text = serde_json::to_string(&line).expect("requests always serialize");
-    text.push('\n');
-    text
-}
-
-/// Returns the response line for `response`, newline included.
-pub fn encode_response(response: &Response) -> String {
-    let mut text = serde_json::to_string(response).expect("responses always serialize");
-    text.push('\n');
-    text
-}
-
-/// Parses one request line (without its newline); the error is the reply to send.
-pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
-    #[derive(Deserialize)]
-    struct VersionOnly {
-        v: Option<u32>,
-    }
-    let version = serde_json::from_slice::<VersionOnly>(line).map_err(|e| Response::Error {
-        kind: ErrorKind::BadRequest,
-        message: format!("not a JSON request object: {e}"),
-    })?;
-    match version.v {
-        Some(PROTOCOL_VERSION) => {}
-        Some(v) => {
-            return Err(Response::Error {
-                kind: ErrorKind::UnsupportedVersion,
-                message: format!(
-                    "protocol version {v} is not supported; this daemon speaks {PROTOCOL_VERSION}"
-                ),
-            });
-        }
-        None => {
-            return Err(Response::Error {
-                kind: ErrorKind::BadRequest,
-                message: "missing protocol version field \"v\"".into(),
-            });
-        }
-    }
-    serde_json::from_slice::<RequestLine>(line)
-        .map(|l| l.request)
-        .map_err(|e| Response::Error {
-            kind: ErrorKind::BadRequest,
-            message: format!("bad request: {e}"),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +225,26 @@ mod tests {
             ErrorKind::UnsupportedVersion
         );
         assert_eq!(kind("{\"v\":1,\"op\":\"launch\"}"), ErrorKind::BadRequest);
+    }
+
+    /// Every example line of `docs/protocol.md` is the exact wire form of this build.
+    #[test]
+    fn documented_lines_parse() {
+        let doc = include_str!("../../docs/protocol.md");
+        let (mut requests, mut responses) = (0, 0);
+        for line in doc.lines() {
+            if line.starts_with("{\"v\":") {
+                let request =
+                    decode_request(line.as_bytes()).unwrap_or_else(|e| panic!("{line}\n{e:?}"));
+                assert_eq!(encode_request(&request), format!("{line}\n"));
+                requests += 1;
+            } else if line.starts_with("{\"result\":") {
+                let response: Response =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}\n{e}"));
+                assert_eq!(encode_response(&response), format!("{line}\n"));
+                responses += 1;
+            }
+        }
+        assert!(requests >= 8 && responses >= 10, "{requests} {responses}");
     }
 }

@@ -5,7 +5,7 @@
 //! One file per notification, `<state_dir>/spool/<unix-nanos>-<pid>.json`, holding the
 //! [`Notification`] as JSON. One file each, so writers (many hooks at once, as different
 //! users of the socket group) never contend and a reader never sees half a file: each is
-//! written with `state::write_atomically` (hidden temporary name, fsync, rename, fsync of the
+//! written with `store::write_atomically` (hidden temporary name, fsync, rename, fsync of the
 //! directory). Unlike state files these are written by the hook's user
 //! and read by the daemon's, so the directory is `2770` (setgid: files take the directory's
 //! group) and the files `0640`.
@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
+use super::write_atomically;
 use crate::protocol::Notification;
-use crate::state::write_atomically;
 
 /// Mode of the spool directory: owner and group may add and remove files, the setgid bit
 /// makes new files belong to the directory's group.

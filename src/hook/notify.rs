@@ -21,14 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{self, ClientError};
+use crate::config;
 use crate::protocol::{Notification, RefChange, Request, Response};
-use crate::spool;
+use crate::store::spool;
 
 /// How long the daemon has to accept and answer a notification before the hook spools it.
 pub const NOTIFY_BUDGET: Duration = Duration::from_secs(1);
-
-/// Where the daemon keeps its state when the configuration does not say.
-const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
 
 /// Longest part of a malformed input line quoted back to the pusher.
 const QUOTE_CHARS: usize = 200;
@@ -190,7 +188,7 @@ fn repository(git_dir: Option<OsString>, cwd: &Path) -> PathBuf {
         Some(dir) if !dir.is_empty() => cwd.join(dir),
         _ => cwd.to_owned(),
     };
-    std::fs::canonicalize(&path).unwrap_or(path)
+    crate::paths::canonical(&path)
 }
 
 /// The two paths the hook needs from the configuration.
@@ -225,10 +223,11 @@ fn daemon_paths(config_path: &Path) -> Result<DaemonPaths, String> {
             .and_then(|d| d.get(key))
             .and_then(toml::Value::as_str)
             .filter(|s| !s.is_empty())
-            .map(|s| base.join(s))
+            .map(|s| crate::paths::resolve(base, s))
     };
-    let state_dir = path_of("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    let socket = path_of("socket").unwrap_or_else(|| state_dir.join("control.sock"));
+    let state_dir =
+        path_of("state_dir").unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR));
+    let socket = path_of("socket").unwrap_or_else(|| config::default_socket(&state_dir));
     Ok(DaemonPaths { state_dir, socket })
 }
 
@@ -315,7 +314,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::control::{self, Incoming, Limits};
+    use crate::daemon::control::{self, Incoming, Limits};
     use crate::protocol::ErrorKind;
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
@@ -458,7 +457,7 @@ mod tests {
         assert_eq!(
             daemon_paths(&config),
             Ok(DaemonPaths {
-                state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+                state_dir: PathBuf::from(config::DEFAULT_STATE_DIR),
                 socket: PathBuf::from("/run/pm.sock"),
             })
         );

@@ -10,7 +10,9 @@ use tracing::{Instrument, error, info_span, warn};
 
 use crate::config::{Config, Mirror};
 use crate::mirror::{self, UpdateContext};
-use crate::state::{Ending, MirrorState, RefCounts, StateError, StateStore, Timestamp, Trigger};
+use crate::store::state::{
+    Ending, MirrorState, RefCounts, StateError, StateStore, Timestamp, Trigger,
+};
 
 /// How a recorded update ended.
 #[derive(Debug)]

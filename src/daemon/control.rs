@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, instrument, warn};
 
 use crate::protocol::{
-    ErrorKind, MAX_REQUEST_BYTES, Request, Response, decode_request, encode_response,
+    ErrorKind, LineRead, MAX_REQUEST_BYTES, Request, Response, decode_request, encode_response,
+    read_line_bounded,
 };
 
 /// Connections served at once unless [`Limits`] says otherwise.
@@ -794,48 +795,6 @@ fn supplementary_groups(status: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// What one bounded line read produced.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum LineRead {
-    /// A line is in the buffer, without its `\n` (also a last line without one before EOF).
-    Line,
-    /// The peer closed the connection before sending anything more.
-    Eof,
-    /// The line is longer than the limit; what was read of it is in the buffer.
-    TooLarge,
-}
-
-/// Reads one `\n`-terminated line into `line` (which must be empty), never holding more than
-/// `max` bytes of it. Shared by the server and [`crate::client`].
-pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<LineRead> {
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if line.is_empty() {
-                LineRead::Eof
-            } else {
-                LineRead::Line
-            });
-        }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(end) => (end, true),
-            None => (available.len(), false),
-        };
-        if line.len() + chunk > max {
-            return Ok(LineRead::TooLarge);
-        }
-        line.extend_from_slice(&available[..chunk]);
-        reader.consume(if done { chunk + 1 } else { chunk });
-        if done {
-            return Ok(LineRead::Line);
-        }
-    }
-}
-
 /// Spawns [`serve`] on a listener made by [`bind`], for tests.
 #[cfg(test)]
 fn spawn_serve(
@@ -1159,51 +1118,5 @@ mod tests {
         assert_eq!(supplementary_groups(status), vec![4, 24, 1000]);
         assert_eq!(supplementary_groups("Groups:\n"), Vec::<u32>::new());
         assert_eq!(supplementary_groups(""), Vec::<u32>::new());
-    }
-
-    /// Every example line of `docs/protocol.md` is the exact wire form of this build.
-    #[test]
-    fn documented_lines_parse() {
-        let doc = include_str!("../docs/protocol.md");
-        let (mut requests, mut responses) = (0, 0);
-        for line in doc.lines() {
-            if line.starts_with("{\"v\":") {
-                let request =
-                    decode_request(line.as_bytes()).unwrap_or_else(|e| panic!("{line}\n{e:?}"));
-                assert_eq!(
-                    crate::protocol::encode_request(&request),
-                    format!("{line}\n")
-                );
-                requests += 1;
-            } else if line.starts_with("{\"result\":") {
-                let response: Response =
-                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}\n{e}"));
-                assert_eq!(encode_response(&response), format!("{line}\n"));
-                responses += 1;
-            }
-        }
-        assert!(requests >= 8 && responses >= 10, "{requests} {responses}");
-    }
-
-    #[tokio::test]
-    async fn bounded_line_reader() {
-        let mut input: &[u8] = b"abc\ndefgh\nlast";
-        let mut reader = BufReader::with_capacity(2, &mut input);
-        let mut line = Vec::new();
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4)
-                .await
-                .expect("read"),
-            LineRead::Line
-        );
-        assert_eq!(line, b"abc");
-        line.clear();
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4)
-                .await
-                .expect("read"),
-            LineRead::TooLarge
-        );
-        assert!(line.len() <= 4);
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::state::write_atomically;
+use super::write_atomically;
 
 /// One journal line: mirrors marked by one notification or sync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,10 @@
 //! stopped is scheduled again at start, and so is every mirror whose local refs changed since
 //! its last successful update.
 
+pub mod control;
+pub mod provision;
+pub mod scheduler;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
@@ -27,20 +31,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Mirror};
-use crate::control::{self, Incoming};
-use crate::job::{self, JobOutcome};
+use crate::daemon::scheduler::{Ended, MirrorSchedule, Phase};
+use crate::mirror::job::{self, JobOutcome};
 use crate::mirror::local::LocalRepo;
 use crate::mirror::refdiff::is_mirrored;
 use crate::protocol::{
     ErrorKind, MirrorStatus, Notification, PROTOCOL_VERSION, Request, Response, SyncResult,
     SyncTarget,
 };
-use crate::queue::{Entry, Pending, Queue, QueueError};
-use crate::scheduler::{Ended, MirrorSchedule, Phase};
-use crate::spool;
-use crate::state::{
+use crate::store::queue::{Entry, Pending, Queue, QueueError};
+use crate::store::spool;
+use crate::store::state::{
     Ending, MirrorState, RefCounts, StateError, StateStore, Timestamp, Trigger, UpdateStatus,
 };
+use control::Incoming;
 
 /// How long running updates may go on after SIGTERM before their git children are killed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -56,6 +60,39 @@ pub enum DaemonError {
     Socket(#[source] std::io::Error),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] control::ControlError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Runs `pushmirror daemon` on `config` until SIGTERM or SIGINT.
+///
+/// The socket is bound before the runtime starts: a second daemon stops here, and the umask
+/// that gives the socket its mode is set while no other thread runs.
+pub fn main(config: Config) -> Result<(), DaemonError> {
+    let listener = control::bind(&config.daemon.socket, config.daemon.socket_group.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(run(config, listener, shutdown_signal()))
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers the default action (exit) still applies.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// What one job sends back when it ends.
@@ -237,7 +274,7 @@ pub async fn run(
 /// report.
 fn provision(config: &Config) {
     for mirror in config.mirrors.iter().filter(|m| m.create) {
-        if let Err(e) = crate::provision::ensure(mirror, &config.path) {
+        if let Err(e) = crate::daemon::provision::ensure(mirror, &config.path) {
             error!(mirror = %mirror.name, error = %crate::error::chain(&e), "cannot create the repositories");
         }
     }
@@ -277,7 +314,7 @@ impl Daemon {
                 None => Tracked::new(mirror.clone()),
             };
             by_repo
-                .entry(canonical(&mirror.repo))
+                .entry(crate::paths::canonical(&mirror.repo))
                 .or_default()
                 .push(name.clone());
             mirrors.insert(name, tracked);
@@ -426,7 +463,7 @@ impl Daemon {
     /// Returns the enabled mirrors of the notified repository whose filter admits one of the
     /// changed refs (tags always do).
     fn matching_mirrors(&self, notification: &Notification) -> Vec<String> {
-        let repo = canonical(&notification.repo);
+        let repo = crate::paths::canonical(&notification.repo);
         let Some(names) = self.by_repo.get(&repo) else {
             return Vec::new();
         };
@@ -548,7 +585,7 @@ impl Daemon {
             SyncTarget::Repo(repo) => {
                 let names: Vec<String> = self
                     .by_repo
-                    .get(&canonical(repo))
+                    .get(&crate::paths::canonical(repo))
                     .into_iter()
                     .flatten()
                     .filter(|n| self.mirrors.get(*n).is_some_and(|t| t.mirror.enabled))
@@ -968,12 +1005,7 @@ fn live_status(
         Phase::Running { .. } => state.update_status = UpdateStatus::Started,
         Phase::Idle => state.next_update_at = None,
     }
-    crate::cli::status::entry(mirror, state)
-}
-
-/// Returns `path` canonicalized, or as given if that fails (e.g. it does not exist).
-fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+    MirrorStatus::from_state(mirror, state)
 }
 
 /// Returns the target of the repository's `HEAD` (e.g. `refs/heads/main`), read directly.

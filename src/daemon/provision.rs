@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use tracing::info;
 
 use crate::config::Mirror;
-use crate::url::Scheme;
+use crate::mirror::url::Scheme;
 
 /// Why a repository could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub fn ensure(mirror: &Mirror, config_path: &Path) -> Result<Vec<PathBuf>, Provi
     if !mirror.repo.exists() {
         init_bare(&mirror.repo)?;
         seed(&mirror.repo)?;
-        crate::cli::install_hook::install_into(&mirror.repo, config_path).map_err(|detail| {
+        crate::hook::install::install_into(&mirror.repo, config_path).map_err(|detail| {
             ProvisionError::Hook {
                 path: mirror.repo.clone(),
                 detail,

@@ -1,0 +1,394 @@
+//! Installing the post-receive hook (for `pushmirror install-hook` and provisioning): the post-receive hook that runs
+//! `pushmirror notify`, without destroying a hook that is already there.
+//!
+//! The hook is a small `#!/bin/sh` script recognised by its marker line
+//! ([`MARKER`]), which makes installing idempotent: the script is a pure function of the
+//! binary's path, the configuration's path and whether a hook is chained, so installing twice
+//! writes nothing, and installing again after the binary moved rewrites the path.
+//!
+//! A hook that is not ours is kept running: it is hard-linked to `post-receive.chained`
+//! (`link` refuses to replace an existing file, so an older `.chained` is never clobbered)
+//! before our script is renamed over `post-receive`, so there is no moment without a hook.
+//! Our script saves stdin, feeds it to the chained hook (whose status becomes the script's),
+//! then to `pushmirror notify`.
+//!
+//! With `core.hooksPath` set, git runs hooks from that directory instead, so that is where the
+//! hook goes; the hook finds its repository from `GIT_DIR`, so one script serves every
+//! repository sharing the directory.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::store::write_atomically;
+
+/// The line that marks a hook as installed (and owned) by this command.
+pub const MARKER: &str = "# managed by pushmirror install-hook";
+
+const HOOK: &str = "post-receive";
+const CHAINED: &str = "post-receive.chained";
+/// git runs a hook only when it is executable.
+const HOOK_MODE: u32 = 0o755;
+
+/// Why the hook could not be installed into one repository.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// libgit2's own message only repeats the path, so none is kept.
+    #[error("{path} is not a git repository")]
+    NotARepository { path: PathBuf },
+    #[error("cannot read core.hooksPath of {path}")]
+    HooksPath {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{existing} is not ours and {chained} already exists; merge them by hand or move {chained} away, then run install-hook again"
+    )]
+    ChainedExists { existing: PathBuf, chained: PathBuf },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What happened to one repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// There was no post-receive hook.
+    Fresh,
+    /// Ours was there, byte for byte.
+    AlreadyInstalled,
+    /// Ours was there with other paths (the binary or the configuration moved).
+    Updated,
+    /// Another hook was there; it now runs first, as `post-receive.chained`.
+    Chaining,
+}
+
+impl Installed {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Installed::Fresh => "installed",
+            Installed::AlreadyInstalled => "already installed",
+            Installed::Updated => "updated (the binary or configuration path changed)",
+            Installed::Chaining => "installed, chaining the existing hook",
+        }
+    }
+}
+
+/// Installs the hook for this very binary and `config_path` into `repo` (what
+/// `install-hook` does for one repository), for code that provisions repositories. The error
+/// is rendered with its causes, ready to report.
+pub fn install_into(repo: &Path, config_path: &Path) -> Result<Installed, String> {
+    let binary = std::env::current_exe()
+        .map_err(|e| format!("cannot find the path of this pushmirror binary: {e}"))?;
+    install(
+        repo,
+        &crate::paths::canonical(config_path),
+        &crate::paths::canonical(&binary),
+    )
+    .map(|report| report.installed)
+    .map_err(|e| crate::error::chain(&e))
+}
+
+/// The outcome for one repository.
+#[derive(Debug)]
+pub struct Report {
+    pub installed: Installed,
+    /// The hook file written or checked.
+    pub hook: PathBuf,
+    /// `core.hooksPath`, when set.
+    pub shared_hooks_dir: Option<PathBuf>,
+}
+
+/// Installs the hook for `binary` run with `config_path` (both absolute) into `repo`.
+pub fn install(repo: &Path, config_path: &Path, binary: &Path) -> Result<Report, InstallError> {
+    let opened = git2::Repository::open_ext(
+        repo,
+        git2::RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&OsStr>(),
+    )
+    .map_err(|_| InstallError::NotARepository {
+        path: repo.to_owned(),
+    })?;
+    let git_dir = crate::paths::canonical(opened.path());
+    // Relative hooks paths are relative to where hooks run: the repository itself when
+    // bare, the top of the work tree otherwise.
+    let hooks_base = match opened.workdir() {
+        Some(workdir) if !opened.is_bare() => crate::paths::canonical(workdir),
+        _ => git_dir.clone(),
+    };
+    let shared_hooks_dir = hooks_path(&git_dir)
+        .map_err(|source| InstallError::HooksPath {
+            path: repo.to_owned(),
+            source,
+        })?
+        .map(|dir| hooks_base.join(dir));
+    let hooks_dir = shared_hooks_dir
+        .clone()
+        .unwrap_or_else(|| git_dir.join("hooks"));
+    let installed = install_in_dir(&hooks_dir, config_path, binary)?;
+    Ok(Report {
+        installed,
+        hook: hooks_dir.join(HOOK),
+        shared_hooks_dir,
+    })
+}
+
+/// Returns `core.hooksPath` as git sees it for the repository at `git_dir` (its own config
+/// and the user's and system's), `~` expanded.
+fn hooks_path(git_dir: &Path) -> io::Result<Option<PathBuf>> {
+    let mut git_dir_arg = std::ffi::OsString::from("--git-dir=");
+    git_dir_arg.push(git_dir);
+    let output = Command::new("git")
+        .arg(git_dir_arg)
+        .args(["config", "--type=path", "--get", "core.hooksPath"])
+        .output()?;
+    match output.status.code() {
+        Some(0) => {
+            let value = output.stdout.strip_suffix(b"\n").unwrap_or(&output.stdout);
+            Ok((!value.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(value))))
+        }
+        // Exit 1: the key is not set.
+        Some(1) => Ok(None),
+        _ => Err(io::Error::other(format!(
+            "git config failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))),
+    }
+}
+
+/// Installs our hook into `hooks_dir`.
+fn install_in_dir(
+    hooks_dir: &Path,
+    config_path: &Path,
+    binary: &Path,
+) -> Result<Installed, InstallError> {
+    let hook = hooks_dir.join(HOOK);
+    let chained = hooks_dir.join(CHAINED);
+    let write_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| InstallError::Write { path, source }
+    };
+    fs::create_dir_all(hooks_dir).map_err(write_error(hooks_dir))?;
+
+    let existing = match fs::read(&hook) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A dangling symlink reads as missing but is still a hook someone put there.
+            if fs::symlink_metadata(&hook).is_ok() {
+                Some(Vec::new())
+            } else {
+                None
+            }
+        }
+        Err(e) => return Err(write_error(&hook)(e)),
+    };
+    let ours = existing.as_deref().is_some_and(is_ours);
+
+    if ours {
+        let wanted = script(binary, config_path, chained_present(&chained));
+        if existing.as_deref() == Some(wanted.as_slice()) {
+            return Ok(Installed::AlreadyInstalled);
+        }
+        write_atomically(&hook, &wanted, HOOK_MODE).map_err(write_error(&hook))?;
+        return Ok(Installed::Updated);
+    }
+    let Some(_) = existing else {
+        write_atomically(&hook, &script(binary, config_path, false), HOOK_MODE)
+            .map_err(write_error(&hook))?;
+        return Ok(Installed::Fresh);
+    };
+    if chained_present(&chained) {
+        return Err(InstallError::ChainedExists {
+            existing: hook,
+            chained,
+        });
+    }
+    // Keep the old hook in place until ours replaces it: link first (never clobbers), then
+    // rename ours over it.
+    fs::hard_link(&hook, &chained).map_err(|source| match source.kind() {
+        io::ErrorKind::AlreadyExists => InstallError::ChainedExists {
+            existing: hook.clone(),
+            chained: chained.clone(),
+        },
+        _ => InstallError::Write {
+            path: chained.clone(),
+            source,
+        },
+    })?;
+    write_atomically(&hook, &script(binary, config_path, true), HOOK_MODE)
+        .map_err(write_error(&hook))?;
+    Ok(Installed::Chaining)
+}
+
+fn chained_present(chained: &Path) -> bool {
+    fs::symlink_metadata(chained).is_ok()
+}
+
+fn is_ours(content: &[u8]) -> bool {
+    content
+        .split(|&b| b == b'\n')
+        .any(|line| line == MARKER.as_bytes())
+}
+
+/// Returns the hook script for `binary` and `config_path`, chaining `post-receive.chained`
+/// first when `chain` is set.
+fn script(binary: &Path, config_path: &Path, chain: bool) -> Vec<u8> {
+    let mut notify = Vec::new();
+    notify.extend_from_slice(&shell_quote(binary.as_os_str()));
+    notify.extend_from_slice(b" --config ");
+    notify.extend_from_slice(&shell_quote(config_path.as_os_str()));
+    notify.extend_from_slice(b" notify");
+
+    let mut text = Vec::new();
+    text.extend_from_slice(b"#!/bin/sh\n");
+    text.extend_from_slice(MARKER.as_bytes());
+    text.push(b'\n');
+    if !chain {
+        text.extend_from_slice(
+            b"# Tells the pushmirror daemon which refs this push changed; it never fails the push.\n\
+              exec ",
+        );
+        text.extend_from_slice(&notify);
+        text.push(b'\n');
+        return text;
+    }
+    text.extend_from_slice(
+        b"# Runs the hook that was here before (now post-receive.chained) with this push's\n\
+          # input, then tells the pushmirror daemon which refs the push changed.\n\
+          # The input is kept whole: the trailing 'x' protects its final newline.\n\
+          input=$(cat; echo x)\n\
+          input=${input%x}\n\
+          status=0\n\
+          chained=\"$(dirname \"$0\")/post-receive.chained\"\n\
+          if [ -x \"$chained\" ]; then\n\
+          \tprintf '%s' \"$input\" | \"$chained\" \"$@\"\n\
+          \tstatus=$?\n\
+          fi\n\
+          printf '%s' \"$input\" | ",
+    );
+    text.extend_from_slice(&notify);
+    text.extend_from_slice(b"\nexit $status\n");
+    text
+}
+
+/// Returns `value` single-quoted for `sh` (`'` becomes `'\''`).
+fn shell_quote(value: &OsStr) -> Vec<u8> {
+    let mut quoted = vec![b'\''];
+    for &b in value.as_bytes() {
+        if b == b'\'' {
+            quoted.extend_from_slice(b"'\\''");
+        } else {
+            quoted.push(b);
+        }
+    }
+    quoted.push(b'\'');
+    quoted
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn init_bare(path: &Path) {
+        git2::Repository::init_bare(path).expect("init bare repository");
+    }
+
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote(OsStr::new("/a b/c")), b"'/a b/c'");
+        assert_eq!(shell_quote(OsStr::new("it's")), b"'it'\\''s'");
+    }
+
+    #[test]
+    fn fresh_install_then_again_is_identical() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let repo = dir.path().join("r.git");
+        init_bare(&repo);
+        let hook = repo.join("hooks").join(HOOK);
+        let _ = fs::remove_file(&hook);
+        let (config, binary) = (Path::new("/etc/pm.toml"), Path::new("/usr/bin/pushmirror"));
+        let hooks = repo.join("hooks");
+        assert_eq!(
+            install_in_dir(&hooks, config, binary).expect("install"),
+            Installed::Fresh
+        );
+        let first = fs::read(&hook).expect("hook");
+        assert_eq!(
+            String::from_utf8_lossy(&first),
+            format!(
+                "#!/bin/sh\n{MARKER}\n# Tells the pushmirror daemon which refs this push changed; it never fails the push.\nexec '/usr/bin/pushmirror' --config '/etc/pm.toml' notify\n"
+            )
+        );
+        assert_eq!(
+            fs::metadata(&hook).expect("hook").permissions().mode() & 0o777,
+            0o755
+        );
+        assert_eq!(
+            install_in_dir(&hooks, config, binary).expect("install"),
+            Installed::AlreadyInstalled
+        );
+        assert_eq!(fs::read(&hook).expect("hook"), first);
+        assert_eq!(
+            install_in_dir(&hooks, config, Path::new("/opt/pushmirror")).expect("install"),
+            Installed::Updated
+        );
+        assert!(
+            String::from_utf8_lossy(&fs::read(&hook).expect("hook")).contains("'/opt/pushmirror'")
+        );
+    }
+
+    #[test]
+    fn existing_hook_is_chained_once() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let hooks = dir.path().join("hooks");
+        fs::create_dir(&hooks).expect("mkdir");
+        fs::write(hooks.join(HOOK), "#!/bin/sh\necho old\n").expect("write");
+        let (config, binary) = (Path::new("/c.toml"), Path::new("/pm"));
+        assert_eq!(
+            install_in_dir(&hooks, config, binary).expect("install"),
+            Installed::Chaining
+        );
+        assert_eq!(
+            fs::read_to_string(hooks.join(CHAINED)).expect("chained"),
+            "#!/bin/sh\necho old\n"
+        );
+        let ours = fs::read(hooks.join(HOOK)).expect("hook");
+        assert!(is_ours(&ours));
+        assert_eq!(
+            install_in_dir(&hooks, config, binary).expect("install"),
+            Installed::AlreadyInstalled
+        );
+        assert_eq!(fs::read(hooks.join(HOOK)).expect("hook"), ours);
+    }
+
+    #[test]
+    fn existing_chained_is_never_clobbered() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let hooks = dir.path().join("hooks");
+        fs::create_dir(&hooks).expect("mkdir");
+        fs::write(hooks.join(HOOK), "#!/bin/sh\necho new\n").expect("write");
+        fs::write(hooks.join(CHAINED), "#!/bin/sh\necho older\n").expect("write");
+        let error = install_in_dir(&hooks, Path::new("/c"), Path::new("/pm")).expect_err("refused");
+        assert!(
+            matches!(error, InstallError::ChainedExists { .. }),
+            "{error}"
+        );
+        assert_eq!(
+            fs::read_to_string(hooks.join(HOOK)).expect("kept"),
+            "#!/bin/sh\necho new\n"
+        );
+        assert_eq!(
+            fs::read_to_string(hooks.join(CHAINED)).expect("kept"),
+            "#!/bin/sh\necho older\n"
+        );
+    }
+}
