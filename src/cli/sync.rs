@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::client::call;
 use crate::config::Config;
-use crate::protocol::{Request, Response, SyncTarget};
+use crate::protocol::{Request, Response, SyncStatus, SyncTarget};
 
 /// How long `--wait` waits at most: longer than any update's timeout.
 const WAIT_LIMIT: Duration = Duration::from_secs(4 * 3600);
@@ -40,7 +40,7 @@ pub async fn run(
             let mut code = EXIT_OK;
             for result in mirrors {
                 let _ = writeln!(out, "{}: {}", result.name, result.update_status);
-                if wait && result.update_status != "finished" {
+                if wait && result.update_status != SyncStatus::Finished {
                     code = EXIT_FAILED;
                 }
                 if let Some(error) = result.last_error.filter(|_| wait) {

@@ -107,6 +107,13 @@ impl MirrorName {
     }
 }
 
+/// Lets maps keyed by name be looked up with the `&str` a request carries.
+impl std::borrow::Borrow<str> for MirrorName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for MirrorName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

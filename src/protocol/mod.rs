@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::state::{RejectedRef, Timestamp, UpdateSummary};
+use crate::store::state::{RejectedRef, Timestamp, UpdateStatus, UpdateSummary};
 
 mod framing;
 mod status;
@@ -107,12 +107,63 @@ pub enum Response {
     },
 }
 
-/// How one forced update went (`status` is `scheduled` when not waiting).
+/// How one forced update went (`update_status` is `scheduled` when not waiting).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResult {
     pub name: String,
-    pub update_status: String,
+    pub update_status: SyncStatus,
     pub last_error: Option<String>,
+}
+
+/// The `update_status` of a [`SyncResult`]: a mirror's [`UpdateStatus`], or one of the two
+/// answers that only a waiting sync can get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    None,
+    Scheduled,
+    Started,
+    Finished,
+    Failed,
+    ToRetry,
+    /// A reload removed the mirror before its update ended.
+    Removed,
+    /// The daemon stopped before the update ran.
+    Cancelled,
+}
+
+impl SyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::None => UpdateStatus::None.as_str(),
+            SyncStatus::Scheduled => UpdateStatus::Scheduled.as_str(),
+            SyncStatus::Started => UpdateStatus::Started.as_str(),
+            SyncStatus::Finished => UpdateStatus::Finished.as_str(),
+            SyncStatus::Failed => UpdateStatus::Failed.as_str(),
+            SyncStatus::ToRetry => UpdateStatus::ToRetry.as_str(),
+            SyncStatus::Removed => "removed",
+            SyncStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl From<UpdateStatus> for SyncStatus {
+    fn from(status: UpdateStatus) -> SyncStatus {
+        match status {
+            UpdateStatus::None => SyncStatus::None,
+            UpdateStatus::Scheduled => SyncStatus::Scheduled,
+            UpdateStatus::Started => SyncStatus::Started,
+            UpdateStatus::Finished => SyncStatus::Finished,
+            UpdateStatus::Failed => SyncStatus::Failed,
+            UpdateStatus::ToRetry => SyncStatus::ToRetry,
+        }
+    }
+}
+
+impl std::fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Classes of error replies.
@@ -143,7 +194,7 @@ pub struct MirrorStatus {
     /// Masked: `https://*****:*****@host/path`.
     pub url: String,
     pub enabled: bool,
-    pub update_status: String,
+    pub update_status: UpdateStatus,
     pub last_update_started_at: Option<Timestamp>,
     pub last_update_at: Option<Timestamp>,
     pub last_successful_update_at: Option<Timestamp>,

@@ -13,7 +13,7 @@ impl MirrorStatus {
             repo: mirror.repo.display().to_string(),
             url: mirror.display_url(),
             enabled: mirror.enabled,
-            update_status: state.update_status.as_str().to_owned(),
+            update_status: state.update_status,
             last_update_started_at: state.last_update_started_at,
             last_update_at: state.last_update_at,
             last_successful_update_at: state.last_successful_update_at,

@@ -1,0 +1,61 @@
+//! `reload` and SIGHUP: re-read the configuration. On error the old one stays in force;
+//! unchanged mirrors keep their schedule, removed ones are dropped (their waiters are told),
+//! new ones are scanned for changed refs as at start.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::super::{Daemon, provision};
+use crate::config::{Config, MirrorName};
+use crate::protocol::{ErrorKind, Response};
+
+impl Daemon {
+    pub(super) fn reload_request(&mut self, reply: oneshot::Sender<Response>) {
+        let response = match self.reload() {
+            Ok(mirrors) => Response::Reloaded { mirrors },
+            Err(message) => Response::Error {
+                kind: ErrorKind::BadConfig,
+                message,
+            },
+        };
+        let _ = reply.send(response);
+    }
+
+    /// Re-reads the configuration file; returns the number of mirrors, or why the file was
+    /// refused (the old configuration then stays in force).
+    pub(super) fn reload(&mut self) -> Result<usize, String> {
+        let config = Config::load(&self.config.path).map_err(|e| e.to_string())?;
+        provision(&config);
+        if config.daemon.state_dir != self.config.daemon.state_dir
+            || config.daemon.socket != self.config.daemon.socket
+        {
+            warn!("state_dir and socket changes take effect at the next daemon start");
+        }
+        self.resize_permits(config.daemon.max_parallel_pushes);
+        let known: BTreeSet<MirrorName> = self.mirrors.keys().cloned().collect();
+        let config = Arc::new(config);
+        self.install_mirrors(&config);
+        self.config = config;
+        let added = self.mirrors.keys().filter(|n| !known.contains(*n)).count();
+        // Only the new mirrors are scanned: the others' refs are watched already.
+        self.scan_for_changes(&known);
+        info!(
+            mirrors = self.mirrors.len(),
+            added, "configuration reloaded"
+        );
+        Ok(self.mirrors.len())
+    }
+
+    /// Sets the number of concurrent updates to `wanted`; running ones keep their permits.
+    fn resize_permits(&mut self, wanted: usize) {
+        if wanted > self.permits_total {
+            self.permits.add_permits(wanted - self.permits_total);
+        } else {
+            self.permits.forget_permits(self.permits_total - wanted);
+        }
+        self.permits_total = wanted;
+    }
+}

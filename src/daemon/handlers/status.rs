@@ -1,0 +1,77 @@
+//! `status`: each mirror's stored state with what only the daemon knows laid over it (an
+//! update running, or waiting for its window, and when).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::super::Daemon;
+use super::super::scheduler::Phase;
+use crate::config::Mirror;
+use crate::protocol::{ErrorKind, MirrorStatus, Response};
+use crate::store::state::{MirrorState, Timestamp, UpdateStatus};
+
+impl Daemon {
+    /// Answers a status request off the loop: reading thousands of state files takes a while.
+    pub(super) fn status(&self, name: Option<String>, reply: oneshot::Sender<Response>) {
+        let selected: Vec<(Arc<Mirror>, Phase)> = match &name {
+            Some(name) => match self.mirrors.get(name.as_str()) {
+                Some(t) => vec![(t.mirror.clone(), t.schedule.phase)],
+                None => {
+                    let _ = reply.send(Response::Error {
+                        kind: ErrorKind::NotFound,
+                        message: format!("no mirror named {name:?}"),
+                    });
+                    return;
+                }
+            },
+            // In configuration order.
+            None => self
+                .config
+                .mirrors
+                .iter()
+                .filter_map(|m| self.mirrors.get(&m.name))
+                .map(|t| (t.mirror.clone(), t.schedule.phase))
+                .collect(),
+        };
+        let (now, wall_now) = (Instant::now(), SystemTime::now());
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mirrors = selected
+                .into_iter()
+                .map(|(mirror, phase)| {
+                    let state = store
+                        .load(&mirror.name)
+                        .map(|(state, _)| state)
+                        .unwrap_or_default();
+                    live_status(&mirror, state, phase, now, wall_now)
+                })
+                .collect();
+            let _ = reply.send(Response::Status { mirrors });
+        });
+    }
+}
+
+/// Returns the status of `mirror` from its stored state and its live schedule.
+fn live_status(
+    mirror: &Mirror,
+    mut state: MirrorState,
+    phase: Phase,
+    now: Instant,
+    wall_now: SystemTime,
+) -> MirrorStatus {
+    match phase {
+        Phase::Waiting { due, retry } => {
+            let wait = due.saturating_duration_since(now);
+            state.next_update_at = Some(Timestamp(wall_now + wait));
+            if !retry && state.update_status != UpdateStatus::Started {
+                state.update_status = UpdateStatus::Scheduled;
+            }
+        }
+        Phase::Running { .. } => state.update_status = UpdateStatus::Started,
+        Phase::Idle => state.next_update_at = None,
+    }
+    MirrorStatus::from_state(mirror, state)
+}

@@ -1,0 +1,110 @@
+//! `sync` and SIGUSR1: forced updates, bypassing the window. With `wait`, the answer comes
+//! when every selected mirror's update ended.
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::super::Daemon;
+use crate::config::MirrorName;
+use crate::error::chain;
+use crate::protocol::{ErrorKind, Response, SyncResult, SyncStatus, SyncTarget};
+use crate::store::queue::Entry;
+use crate::store::state::Trigger;
+
+impl Daemon {
+    pub(super) fn sync(
+        &mut self,
+        target: SyncTarget,
+        wait: bool,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let names = match self.resolve_target(&target) {
+            Ok(names) => names,
+            Err(response) => {
+                let _ = reply.send(response);
+                return;
+            }
+        };
+        let mut waiters = Vec::new();
+        for name in &names {
+            let (tx, rx) = oneshot::channel();
+            if wait {
+                waiters.push(rx);
+            }
+            self.force(name, Trigger::Forced, wait.then_some(tx));
+        }
+        let durable = self.queue.append(forced_entry(&names));
+        tokio::spawn(async move {
+            if let Err(e) = durable.await {
+                let _ = reply.send(Response::Error {
+                    kind: ErrorKind::Unavailable,
+                    message: chain(&e),
+                });
+                return;
+            }
+            let mut results = Vec::new();
+            if wait {
+                for (name, rx) in names.iter().zip(waiters) {
+                    results.push(rx.await.unwrap_or_else(|_| SyncResult {
+                        name: name.to_string(),
+                        update_status: SyncStatus::Cancelled,
+                        last_error: Some("the daemon stopped before the update ran".into()),
+                    }));
+                }
+            } else {
+                results = names
+                    .iter()
+                    .map(|name| SyncResult {
+                        name: name.to_string(),
+                        update_status: SyncStatus::Scheduled,
+                        last_error: None,
+                    })
+                    .collect();
+            }
+            let _ = reply.send(Response::Synced { mirrors: results });
+        });
+    }
+
+    /// Forces an update of `name`, optionally registering a waiter for its end.
+    pub(in crate::daemon) fn force(
+        &mut self,
+        name: &MirrorName,
+        trigger: Trigger,
+        waiter: Option<oneshot::Sender<SyncResult>>,
+    ) {
+        let Some(tracked) = self.mirrors.get_mut(name) else {
+            return;
+        };
+        if tracked.dispatched_unread() {
+            tracked.waiting_running.extend(waiter);
+            return;
+        }
+        tracked.next_trigger = trigger;
+        tracked.waiting_next.extend(waiter);
+        let due = tracked.schedule.force(Instant::now());
+        self.schedule_at(name.clone(), due);
+    }
+
+    /// Forces an update of every enabled mirror (SIGUSR1).
+    pub(super) fn force_all(&mut self) {
+        let names = self.enabled_mirrors();
+        for name in &names {
+            self.force(name, Trigger::Forced, None);
+        }
+        let durable = self.queue.append(forced_entry(&names));
+        tokio::spawn(async move {
+            if let Err(e) = durable.await {
+                warn!(error = %chain(&e), "cannot record the forced updates");
+            }
+        });
+    }
+}
+
+/// Returns the queue entry of a forced update of `names`.
+fn forced_entry(names: &[MirrorName]) -> Entry {
+    Entry {
+        mirrors: names.iter().map(MirrorName::to_string).collect(),
+        forced: true,
+    }
+}
