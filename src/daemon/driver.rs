@@ -188,7 +188,7 @@ impl Daemon {
 
     /// Empties the queue when no update runs or waits and every acknowledged append is
     /// marked. Sent now, so that it cannot overtake an entry appended for a later event.
-    fn compact_if_idle(&mut self) {
+    pub(super) fn compact_if_idle(&mut self) {
         let idle = self.running == 0
             && self.unmarked_appends == 0
             && self.mirrors.values().all(|t| !t.schedule.is_pending());

@@ -174,10 +174,13 @@ pub(crate) async fn run_with(
     loop {
         daemon.dispatch_due(Instant::now());
         let next = daemon.next_due();
+        // Biased: what spawned tasks reported is handled before the next request, so that an
+        // answer reflects every event already reported (and tests can rely on it).
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
-            Some(incoming) = requests.recv() => daemon.handle(incoming),
             Some(event) = event_rx.recv() => daemon.on_event(event),
+            Some(incoming) = requests.recv() => daemon.handle(incoming),
             _ = hangup.recv() => daemon.on_hangup(),
             _ = user1.recv() => daemon.on_user1(),
             () = sleep_until_opt(next) => {}

@@ -1,1 +1,469 @@
+//! The daemon's handlers, tested in process: [`run_with`] on a socket of a temporary
+//! directory, with a shutdown future the test holds, tokio's paused clock, and a scripted
+//! [`Updater`] whose updates last until the test ends them (after mini-redis `tests/server.rs`).
+//!
+//! Time moves only when a test says so: auto-advance of the paused clock is inhibited for the
+//! whole test (a blocking task stays in flight, see [`Harness`]), so that the real disk writes
+//! of the queue never make virtual minutes pass behind the test's back. Requests go through
+//! the real control socket and client.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::driver::{UpdateFuture, UpdateJob};
+use super::{DaemonError, Updater, control, run_with};
+use crate::config::Config;
+use crate::mirror::job::JobOutcome;
+use crate::protocol::{
+    MirrorStatus, Notification, RefChange, Request, Response, SyncResult, SyncStatus, SyncTarget,
+};
+use crate::store::queue::Queue;
+use crate::store::state::{Ending, RefCounts, Timestamp, Trigger, UpdateStatus};
+
+const WINDOW: Duration = Duration::from_secs(300);
+/// Only a bound against a wedged test: the paused clock never reaches it by itself.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How a scripted update ends.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Finished,
+    Failed,
+}
+
+/// A scripted update that has started: its mirror, trigger and start, and the handle that
+/// ends it.
+struct Started {
+    name: String,
+    trigger: Trigger,
+    at: Instant,
+    end: oneshot::Sender<Outcome>,
+}
+
+impl Started {
+    fn finish(self) {
+        let _ = self.end.send(Outcome::Finished);
+    }
+
+    fn fail(self) {
+        let _ = self.end.send(Outcome::Failed);
+    }
+}
+
+/// Reports each update to the test and lasts until the test ends it; records its state as
+/// `job::run` does.
+struct Scripted {
+    started: mpsc::UnboundedSender<Started>,
+}
+
+impl Updater for Scripted {
+    fn update(&self, job: UpdateJob) -> UpdateFuture {
+        let started = self.started.clone();
+        Box::pin(async move {
+            let (mut state, _) = job.store.load(&job.mirror.name)?;
+            state.start(Timestamp::now());
+            job.store.save(&job.mirror.name, &state)?;
+            let (end, ended) = oneshot::channel();
+            let _ = started.send(Started {
+                name: job.mirror.name.to_string(),
+                trigger: job.trigger,
+                at: Instant::now(),
+                end,
+            });
+            let ending = match ended.await.unwrap_or(Outcome::Failed) {
+                Outcome::Finished => Ending::Finished { fingerprint: None },
+                Outcome::Failed => Ending::Failed {
+                    error: "scripted failure".into(),
+                    retry: false,
+                    divergent_refs: Vec::new(),
+                    rejected_refs: Vec::new(),
+                },
+            };
+            state.end(Timestamp::now(), job.trigger, RefCounts::default(), ending);
+            job.store.save(&job.mirror.name, &state)?;
+            Ok(JobOutcome::Ran {
+                state: Box::new(state),
+                unsaved: None,
+            })
+        })
+    }
+}
+
+/// One daemon in process, on a temporary directory.
+struct Harness {
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    started: mpsc::UnboundedReceiver<Started>,
+    shutdown: Option<oneshot::Sender<()>>,
+    daemon: JoinHandle<Result<(), DaemonError>>,
+    /// Dropped with the harness: ends the blocking task that keeps the clock still.
+    _still: std::sync::mpsc::Sender<()>,
+}
+
+impl Harness {
+    /// Starts a daemon on a configuration of `mirrors` (name, repository directory) with
+    /// `max_parallel_pushes = parallel`; every repository is made, empty.
+    async fn start(mirrors: &[(&str, &str)], parallel: usize) -> Harness {
+        let (still, hold) = std::sync::mpsc::channel::<()>();
+        // A blocking task in flight inhibits the paused clock's auto-advance.
+        tokio::task::spawn_blocking(move || hold.recv());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        write_config(dir.path(), mirrors, parallel);
+        let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+        let socket = config.daemon.socket.clone();
+        let listener = control::bind(&socket, None).expect("bind the control socket");
+        let (started_tx, started) = mpsc::unbounded_channel();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let updater = Arc::new(Scripted {
+            started: started_tx,
+        });
+        let daemon = tokio::spawn(run_with(
+            config,
+            listener,
+            async move {
+                let _ = stop.await;
+            },
+            updater,
+        ));
+        Harness {
+            dir,
+            socket,
+            started,
+            shutdown: Some(shutdown),
+            daemon,
+            _still: still,
+        }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    async fn ask(&self, request: Request) -> Response {
+        crate::client::call(&self.socket, &request, CALL_TIMEOUT)
+            .await
+            .expect("the daemon answers")
+    }
+
+    /// Notifies a push to `refs/heads/main` of `repo`; returns the mirrors marked.
+    async fn push(&self, repo: &str) -> Vec<String> {
+        let notification = Notification {
+            repo: self.path(repo),
+            refs: vec![RefChange {
+                old: "0".repeat(40),
+                new: "1".repeat(40),
+                name: "refs/heads/main".into(),
+            }],
+        };
+        match self.ask(Request::Notify(notification)).await {
+            Response::Notified { mirrors } => mirrors,
+            other => panic!("notify: {other:?}"),
+        }
+    }
+
+    async fn sync(&self, name: &str, wait: bool) -> Vec<SyncResult> {
+        let request = Request::Sync {
+            target: SyncTarget::Mirrors(vec![name.into()]),
+            wait,
+        };
+        match self.ask(request).await {
+            Response::Synced { mirrors } => mirrors,
+            other => panic!("sync: {other:?}"),
+        }
+    }
+
+    async fn status(&self, name: &str) -> MirrorStatus {
+        let request = Request::Status {
+            name: Some(name.into()),
+        };
+        match self.ask(request).await {
+            Response::Status { mirrors } if mirrors.len() == 1 => {
+                mirrors.into_iter().next().expect("one mirror")
+            }
+            other => panic!("status: {other:?}"),
+        }
+    }
+
+    /// Returns once the daemon's loop has run a full turn after this call: due updates are
+    /// dispatched at the top of each turn, so two answered pings span one whole turn.
+    async fn settle(&self) {
+        for _ in 0..2 {
+            assert!(matches!(
+                self.ask(Request::Ping).await,
+                Response::Pong { .. }
+            ));
+        }
+        tokio::task::yield_now().await;
+    }
+
+    /// Waits for the next update to start.
+    async fn next_start(&mut self) -> Started {
+        self.started.recv().await.expect("the daemon runs")
+    }
+
+    /// Asserts that no update started.
+    async fn assert_no_start(&mut self) {
+        self.settle().await;
+        if let Ok(started) = self.started.try_recv() {
+            panic!(
+                "unexpected update of {} ({:?})",
+                started.name, started.trigger
+            );
+        }
+    }
+
+    /// Advances the paused clock by `by` and lets the daemon act on it.
+    async fn advance(&self, by: Duration) {
+        tokio::time::advance(by).await;
+        self.settle().await;
+    }
+
+    /// Stops the daemon gracefully (no update may be running).
+    async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.daemon)
+            .await
+            .expect("the daemon task ends")
+            .expect("the daemon stops cleanly");
+    }
+}
+
+fn write_config(dir: &Path, mirrors: &[(&str, &str)], parallel: usize) {
+    let mut text = format!("[daemon]\nstate_dir = \"state\"\nmax_parallel_pushes = {parallel}\n");
+    for (name, repo) in mirrors {
+        let path = dir.join(repo);
+        if !path.exists() {
+            git2::Repository::init_bare(&path).expect("init bare repository");
+        }
+        text.push_str(&format!(
+            "\n[[mirror]]\nname = \"{name}\"\nrepo = \"{repo}\"\nurl = \"file:///nowhere/{name}.git\"\n"
+        ));
+    }
+    std::fs::write(dir.join("pushmirror.toml"), text).expect("write the configuration");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_folds_into_a_dispatched_update_that_has_not_read_yet() {
+    let mut h = Harness::start(&[("a", "ra.git"), ("b", "rb.git")], 1).await;
+    assert_eq!(h.push("ra.git").await, ["a"]);
+    let a = h.next_start().await;
+    // b is dispatched but waits for a's permit: it has read nothing yet.
+    assert_eq!(h.push("rb.git").await, ["b"]);
+    h.settle().await;
+    assert_eq!(h.status("b").await.update_status, UpdateStatus::Started);
+    // This push folds into b's waiting update instead of asking for another.
+    assert_eq!(h.push("rb.git").await, ["b"]);
+    a.finish();
+    let b = h.next_start().await;
+    assert_eq!((b.name.as_str(), b.trigger), ("b", Trigger::Push));
+    b.finish();
+    h.settle().await;
+    let status = h.status("b").await;
+    assert_eq!(status.update_status, UpdateStatus::Finished);
+    assert_eq!(status.next_update_at, None);
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_during_an_update_cause_exactly_one_more_at_the_windows_pace() {
+    let mut h = Harness::start(&[("a", "ra.git")], 1).await;
+    h.push("ra.git").await;
+    let first = h.next_start().await;
+    for _ in 0..3 {
+        assert_eq!(h.push("ra.git").await, ["a"]);
+    }
+    h.advance(Duration::from_secs(10)).await;
+    let first_at = first.at;
+    first.finish();
+    h.settle().await;
+    let status = h.status("a").await;
+    assert_eq!(status.update_status, UpdateStatus::Scheduled);
+    assert!(status.next_update_at.is_some(), "{status:?}");
+    // The follow-up waits for the window that began with the first update's start.
+    h.advance(WINDOW - Duration::from_secs(11)).await;
+    h.assert_no_start().await;
+    h.advance(Duration::from_secs(2)).await;
+    let second = h.next_start().await;
+    assert_eq!(second.trigger, Trigger::Push);
+    assert!(second.at - first_at >= WINDOW, "{:?}", second.at - first_at);
+    second.finish();
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_sync_during_an_update_follows_at_once_and_waiters_get_its_end() {
+    let mut h = Harness::start(&[("a", "ra.git")], 1).await;
+    h.push("ra.git").await;
+    let first = h.next_start().await;
+    let scheduled = h.sync("a", false).await;
+    assert_eq!(scheduled[0].update_status, SyncStatus::Scheduled);
+    // A waiting caller that comes during the update waits for the next one.
+    let socket = h.socket.clone();
+    let waiter = tokio::spawn(async move {
+        let request = Request::Sync {
+            target: SyncTarget::Mirrors(vec!["a".into()]),
+            wait: true,
+        };
+        crate::client::call(&socket, &request, CALL_TIMEOUT).await
+    });
+    h.settle().await;
+    let first_at = first.at;
+    first.finish();
+    // No window: the forced update starts as soon as the first ends.
+    let second = h.next_start().await;
+    assert_eq!(second.trigger, Trigger::Forced);
+    assert_eq!(second.at, first_at);
+    second.fail();
+    match waiter.await.expect("the waiter runs") {
+        Ok(Response::Synced { mirrors }) => {
+            assert_eq!(mirrors.len(), 1);
+            assert_eq!(mirrors[0].update_status, SyncStatus::Failed);
+            assert_eq!(mirrors[0].last_error.as_deref(), Some("scripted failure"));
+        }
+        other => panic!("sync --wait: {other:?}"),
+    }
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn compaction_never_erases_an_acknowledged_entry() {
+    let mut h = Harness::start(&[("a", "ra.git"), ("b", "rb.git")], 2).await;
+    h.push("ra.git").await;
+    let a = h.next_start().await;
+    // b's notification is in flight while a ends and the daemon finds itself idle.
+    let socket = h.socket.clone();
+    let repo = h.path("rb.git");
+    let notify = tokio::spawn(async move {
+        let notification = Notification {
+            repo,
+            refs: vec![RefChange {
+                old: "0".repeat(40),
+                new: "1".repeat(40),
+                name: "refs/heads/main".into(),
+            }],
+        };
+        crate::client::call(&socket, &Request::Notify(notification), CALL_TIMEOUT).await
+    });
+    a.finish();
+    match notify.await.expect("the notifier runs") {
+        Ok(Response::Notified { mirrors }) => assert_eq!(mirrors, ["b"]),
+        other => panic!("notify: {other:?}"),
+    }
+    let b = h.next_start().await;
+    // A crash now, while b's update runs: its acknowledged notification must be on disk.
+    h.daemon.abort();
+    let _ = (&mut h.daemon).await;
+    drop(b);
+    let (_queue, pending) = Queue::open(&h.path("state")).expect("open the queue");
+    assert!(pending.contains_key("b"), "{pending:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_keeps_schedules_and_tells_waiters_of_removed_mirrors() {
+    let mut h = Harness::start(&[("a", "ra.git"), ("gone", "rg.git")], 2).await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    h.advance(Duration::from_secs(60)).await;
+    h.push("ra.git").await;
+    h.settle().await;
+    let before = h.status("a").await;
+    assert_eq!(before.update_status, UpdateStatus::Scheduled);
+    // A caller waiting on a mirror that the reload removes is told so.
+    h.push("rg.git").await;
+    let gone = h.next_start().await;
+    let socket = h.socket.clone();
+    let waiter = tokio::spawn(async move {
+        let request = Request::Sync {
+            target: SyncTarget::Mirrors(vec!["gone".into()]),
+            wait: true,
+        };
+        crate::client::call(&socket, &request, CALL_TIMEOUT).await
+    });
+    h.settle().await;
+
+    write_config(h.dir.path(), &[("a", "ra.git"), ("c", "rc.git")], 2);
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 2 }
+    ));
+    match waiter.await.expect("the waiter runs") {
+        Ok(Response::Synced { mirrors }) => {
+            assert_eq!(mirrors[0].update_status, SyncStatus::Removed)
+        }
+        other => panic!("sync --wait: {other:?}"),
+    }
+    gone.finish();
+    let after = h.status("a").await;
+    assert_eq!(after.update_status, UpdateStatus::Scheduled);
+    // The same due time (next_update_at is wall time, read a moment apart).
+    let (before_at, after_at) = (before.next_update_at, after.next_update_at);
+    let (before_at, after_at) = (before_at.expect("due").0, after_at.expect("due").0);
+    let drift = after_at
+        .duration_since(before_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(drift < Duration::from_secs(1), "{drift:?}");
+    assert_eq!(h.status("c").await.update_status, UpdateStatus::None);
+    // a still starts when its window, begun before the reload, ends.
+    h.advance(WINDOW - Duration::from_secs(61)).await;
+    h.assert_no_start().await;
+    h.advance(Duration::from_secs(2)).await;
+    let a = h.next_start().await;
+    assert_eq!((a.name.as_str(), a.trigger), ("a", Trigger::Push));
+    a.finish();
+    h.settle().await;
+    h.stop().await;
+}
+
+/// The guard itself, without a socket: between a notification's append and the marking of
+/// its mirrors, the daemon may find nothing pending; it must not compact the queue then.
+#[tokio::test(start_paused = true)]
+async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_config(dir.path(), &[("b", "rb.git")], 1);
+    let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+    let (started, _) = mpsc::unbounded_channel();
+    let (mut daemon, _, _events) =
+        super::Daemon::open(config, Arc::new(Scripted { started })).expect("open");
+    let config = daemon.config.clone();
+    daemon.install_mirrors(&config);
+    let notification = Notification {
+        repo: dir.path().join("rb.git"),
+        refs: vec![RefChange {
+            old: "0".repeat(40),
+            new: "1".repeat(40),
+            name: "refs/heads/main".into(),
+        }],
+    };
+    let (reply, answer) = oneshot::channel();
+    daemon.notify(notification, reply);
+    // Another update ending now finds nothing running and nothing pending yet.
+    daemon.compact_if_idle();
+    assert!(matches!(
+        answer.await.expect("answered"),
+        Response::Notified { .. }
+    ));
+    // Everything sent to the queue's writer before this append is on disk when it returns.
+    daemon
+        .queue
+        .append(crate::store::queue::Entry {
+            mirrors: Vec::new(),
+            forced: false,
+        })
+        .await
+        .expect("append");
+    let (_queue, pending) = Queue::open(&dir.path().join("state")).expect("open the queue");
+    assert!(pending.contains_key("b"), "{pending:?}");
+}

@@ -14,7 +14,11 @@ use crate::store::queue::Entry;
 use crate::store::state::Trigger;
 
 impl Daemon {
-    pub(super) fn notify(&mut self, notification: Notification, reply: oneshot::Sender<Response>) {
+    pub(in crate::daemon) fn notify(
+        &mut self,
+        notification: Notification,
+        reply: oneshot::Sender<Response>,
+    ) {
         let names = self.matching_mirrors(&notification);
         // Hooks that could not reach the daemon left work in the spool.
         self.take_spool();
