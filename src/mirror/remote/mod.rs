@@ -42,7 +42,9 @@ use crate::mirror::refdiff::RefUpdate;
 use crate::mirror::url::{RemoteUrl, scrub_secrets};
 
 use classify::{classify_failure, exit_description, mentions_lock};
-use porcelain::{collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push};
+use porcelain::{
+    PorcelainLine, collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push,
+};
 use process::GitOutput;
 
 /// A user name and password (or token) for an HTTP(S) remote.
@@ -205,15 +207,7 @@ impl Remote<'_> {
                 results: collect_results(updates, Vec::new(), plan.invalid),
             });
         }
-        let mut args: Vec<OsString> = ["push", "--porcelain", "--no-verify", "--no-follow-tags"]
-            .into_iter()
-            .map(OsString::from)
-            .collect();
-        args.extend(plan.leases.into_iter().map(OsString::from));
-        args.push(OsString::from("--"));
-        args.push(OsString::from(self.url.for_git()));
-        args.extend(plan.refspecs.into_iter().map(OsString::from));
-
+        let args = push_args(plan.leases, self.url, plan.refspecs);
         let output = self.run_git(OPERATION, args).await?;
         let lines = parse_porcelain(&output.stdout);
         let code = output.status.code();
@@ -222,20 +216,8 @@ impl Remote<'_> {
         if (lines.is_empty() && !output.status.success()) || !matches!(code, Some(0 | 1)) {
             return Err(self.failure(OPERATION, &output));
         }
-        // "[remote failure] (remote failed to report status)": the connection broke after the
-        // pack was sent. Nothing is known of any ref, so the push failed as a whole, for the
-        // reason stderr gives (usually a network one, hence retried after a fresh read).
-        if let Some(line) = lines
-            .iter()
-            .find(|line| line.summary.starts_with("[remote failure]"))
-        {
-            let stderr = format!("{}\n{}", output.stderr, line.summary);
-            return Err(classify_failure(
-                OPERATION,
-                &stderr,
-                &exit_description(output.status),
-                &self.secrets(),
-            ));
+        if let Some(error) = self.remote_failure(OPERATION, &lines, &output) {
+            return Err(error);
         }
         let secrets = self.secrets();
         let reported = lines
@@ -248,6 +230,28 @@ impl Remote<'_> {
         Ok(PushReport {
             results: collect_results(updates, reported, plan.invalid),
         })
+    }
+
+    /// Returns the error of a push whose report says `[remote failure] (remote failed to report
+    /// status)`: the connection broke after the pack was sent. Nothing is known of any ref, so
+    /// the push failed as a whole, for the reason stderr gives (usually a network one, hence
+    /// retried after a fresh read).
+    fn remote_failure(
+        &self,
+        operation: &'static str,
+        lines: &[PorcelainLine],
+        output: &GitOutput,
+    ) -> Option<RemoteError> {
+        let line = lines
+            .iter()
+            .find(|line| line.summary.starts_with("[remote failure]"))?;
+        let stderr = format!("{}\n{}", output.stderr, line.summary);
+        Some(classify_failure(
+            operation,
+            &stderr,
+            &exit_description(output.status),
+            &self.secrets(),
+        ))
     }
 
     /// Returns the secrets that must never appear in text we pass on.
@@ -273,6 +277,20 @@ impl Remote<'_> {
         debug!(operation, cause = %error, "git failed");
         error
     }
+}
+
+/// Returns the arguments of `git push` (after `--git-dir`): porcelain output, no local
+/// `pre-push` hook, no tags beyond the refspecs, the leases, then the URL and the refspecs.
+fn push_args(leases: Vec<String>, url: &RemoteUrl, refspecs: Vec<String>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["push", "--porcelain", "--no-verify", "--no-follow-tags"]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(leases.into_iter().map(OsString::from));
+    args.push(OsString::from("--"));
+    args.push(OsString::from(url.for_git()));
+    args.extend(refspecs.into_iter().map(OsString::from));
+    args
 }
 
 #[cfg(test)]

@@ -21,15 +21,17 @@
 //! our own variables as a function), so that tests can check it without running git.
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Remote, RemoteError};
+use super::{HttpCredentials, Remote, RemoteError};
 use crate::config::GitConfigPolicy;
 use crate::mirror::url::{mask_credentials, scrub_secrets};
 
@@ -84,6 +86,20 @@ pub(super) struct GitOutput {
     pub(super) stderr: String,
 }
 
+/// Why a git child is killed before its end.
+enum Stop {
+    Deadline,
+    Cancelled,
+}
+
+/// What a git child left when it ended by itself: its exit status, its stdout, and the end of
+/// its stderr.
+type Finished = (
+    std::io::Result<ExitStatus>,
+    std::io::Result<Vec<u8>>,
+    std::io::Result<Vec<u8>>,
+);
+
 impl Remote<'_> {
     /// Returns the argv (after `git`) and the whole environment of a git child.
     /// `inherited` looks a variable up in our own environment.
@@ -92,71 +108,19 @@ impl Remote<'_> {
         args: Vec<OsString>,
         inherited: &dyn Fn(&str) -> Option<OsString>,
     ) -> GitInvocation {
-        let mut git_dir_arg = OsString::from("--git-dir=");
-        git_dir_arg.push(self.git_dir.as_os_str());
-        let mut argv = vec![git_dir_arg];
-        argv.extend(args);
-
-        let mut env: Vec<(String, OsString)> = Vec::new();
-        let mut passthrough: Vec<&str> = PASSTHROUGH_ENV.to_vec();
-        if self.git_config == GitConfigPolicy::Inherit {
-            // The operator opted in to the user's configuration, which may live there.
-            passthrough.push("XDG_CONFIG_HOME");
-        }
-        for name in passthrough {
-            if let Some(value) = inherited(name) {
-                env.push((name.to_owned(), value));
-            }
-        }
-        for (name, value) in [
-            ("LC_ALL", "C"),
-            ("LANG", "C"),
-            ("GIT_TERMINAL_PROMPT", "0"),
-            // Pinned host keys come with SSH support proper; until then never prompt.
-            ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-        ] {
-            env.push((name.to_owned(), OsString::from(value)));
-        }
-        if self.git_config == GitConfigPolicy::Isolated {
-            env.push(("GIT_CONFIG_NOSYSTEM".to_owned(), OsString::from("1")));
-            env.push(("GIT_CONFIG_GLOBAL".to_owned(), OsString::from("/dev/null")));
-        }
-
-        // Configuration through the environment (command-line scope, read after every file),
-        // never through `-c`, which would be in argv.
-        let mut config: Vec<(&str, &str)> = vec![
-            // The operator named both repositories; git otherwise refuses one owned by
-            // another user (also the remote side of a local path).
-            ("safe.directory", "*"),
-            // Empty: clears every helper that the repository's or the user's config names.
-            ("credential.helper", ""),
-            // Empty: no askpass program from the config (GIT_ASKPASS and SSH_ASKPASS are not
-            // passed on either), so git fails instead of prompting.
-            ("core.askPass", ""),
-        ];
+        let mut env = passed_on_env(self.git_config, inherited);
+        env.extend(fixed_env(self.git_config));
+        let mut config = baseline_config();
         let credentials = self.credentials.as_ref().filter(|_| self.url.is_http());
         if let Some(credentials) = credentials {
-            config.push(("credential.helper", CREDENTIAL_HELPER));
-            // A redirect could send our credentials to another host.
-            config.push(("http.followRedirects", "false"));
-            env.push((
-                USERNAME_ENV.to_owned(),
-                OsString::from(&credentials.username),
-            ));
-            env.push((
-                PASSWORD_ENV.to_owned(),
-                OsString::from(credentials.password.expose_secret()),
-            ));
+            config.extend(credential_config());
+            env.extend(credential_env(credentials));
         }
-        env.push((
-            "GIT_CONFIG_COUNT".to_owned(),
-            OsString::from(config.len().to_string()),
-        ));
-        for (index, (key, value)) in config.into_iter().enumerate() {
-            env.push((format!("GIT_CONFIG_KEY_{index}"), OsString::from(key)));
-            env.push((format!("GIT_CONFIG_VALUE_{index}"), OsString::from(value)));
+        env.extend(config_env(&config));
+        GitInvocation {
+            argv: git_argv(self.git_dir, args),
+            env,
         }
-        GitInvocation { argv, env }
     }
 
     /// Runs one git child to its end, or kills it and its process group at the deadline or on
@@ -174,93 +138,26 @@ impl Remote<'_> {
             return Err(timeout_error(operation, budget));
         }
         let invocation = self.invocation(args, &|name| std::env::var_os(name));
-        // argv holds no secret (see the module documentation); masked all the same.
-        let command_line = mask_credentials(
-            &invocation
-                .argv
-                .iter()
-                .map(|arg| arg.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
-        let command_line = format!("git {command_line}");
+        let command_line = command_line(&invocation.argv);
         debug!(operation, command = %shorten(&command_line, LOGGED_CHARS), "running git");
 
-        let mut command = tokio::process::Command::new("git");
-        command
-            .args(&invocation.argv)
-            .env_clear()
-            .envs(invocation.env.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes git
-        // die with the daemon even on SIGKILL, where kill_on_drop cannot run: an orphaned push
-        // would otherwise race the next daemon's update of the same mirror.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut command = git_command(&invocation);
         let started = Instant::now();
         let mut child = command
             .spawn()
             .map_err(|source| RemoteError::Spawn { operation, source })?;
+        // Both hold the password, which git has now; nothing else needs it.
         drop(command);
         drop(invocation);
         // The group id is git's pid (process_group(0)). git is reaped only once its output is
         // read to the end, so while we may kill the group, the pid cannot be reused.
         let pgid = child.id();
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-
-        enum Stop {
-            Deadline,
-            Cancelled,
-        }
-        let finished = tokio::select! {
-            finished = async {
-                let (stdout, stderr) = tokio::join!(read_all(stdout), read_tail(stderr, STDERR_CAP));
-                let status = child.wait().await;
-                (status, stdout, stderr)
-            } => Ok(finished),
-            () = tokio::time::sleep_until(self.deadline) => Err(Stop::Deadline),
-            () = self.cancel.cancelled() => Err(Stop::Cancelled),
-        };
+        let finished = self.wait_or_stop(&mut child).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match finished {
-            Ok((status, stdout, stderr)) => {
-                let io = |source| RemoteError::Spawn { operation, source };
-                let status = status.map_err(io)?;
-                let stdout = stdout.map_err(io)?;
-                let stderr = stderr.map_err(io)?;
-                let stderr = String::from_utf8_lossy(&stderr).into_owned();
-                debug!(
-                    operation,
-                    %status,
-                    elapsed_ms,
-                    stderr = %shorten(&scrub_secrets(stderr.trim(), &self.secrets()), LOGGED_CHARS),
-                    "git finished"
-                );
-                Ok(GitOutput {
-                    status,
-                    stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                    stderr,
-                })
-            }
+            Ok(finished) => self.output_of(operation, elapsed_ms, finished),
             Err(stop) => {
-                if let Some(pgid) = pgid {
-                    kill_process_group(pgid);
-                }
-                // SIGKILL cannot be ignored; the bound only guards against a process stuck in
-                // the kernel, which kill_on_drop then leaves to tokio's orphan reaper.
-                let reaped = tokio::time::timeout(REAP_GRACE, child.wait()).await;
-                debug!(operation, elapsed_ms, reaped = reaped.is_ok(), "git killed");
+                kill_and_reap(&mut child, pgid, operation, elapsed_ms).await;
                 Err(match stop {
                     Stop::Deadline => timeout_error(operation, budget),
                     Stop::Cancelled => RemoteError::Cancelled { operation },
@@ -268,6 +165,205 @@ impl Remote<'_> {
             }
         }
     }
+
+    /// Waits until `child` has ended with its output read to the end, unless the deadline or
+    /// the cancellation comes first.
+    async fn wait_or_stop(&self, child: &mut Child) -> Result<Finished, Stop> {
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        tokio::select! {
+            finished = async {
+                let (stdout, stderr) = tokio::join!(read_all(stdout), read_tail(stderr, STDERR_CAP));
+                let status = child.wait().await;
+                (status, stdout, stderr)
+            } => Ok(finished),
+            () = tokio::time::sleep_until(self.deadline) => Err(Stop::Deadline),
+            () = self.cancel.cancelled() => Err(Stop::Cancelled),
+        }
+    }
+
+    /// Returns what a git that ended by itself left behind, and logs how it ended.
+    fn output_of(
+        &self,
+        operation: &'static str,
+        elapsed_ms: u64,
+        (status, stdout, stderr): Finished,
+    ) -> Result<GitOutput, RemoteError> {
+        let io = |source| RemoteError::Spawn { operation, source };
+        let status = status.map_err(io)?;
+        let stdout = stdout.map_err(io)?;
+        let stderr = stderr.map_err(io)?;
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
+        debug!(
+            operation,
+            %status,
+            elapsed_ms,
+            stderr = %shorten(&scrub_secrets(stderr.trim(), &self.secrets()), LOGGED_CHARS),
+            "git finished"
+        );
+        Ok(GitOutput {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr,
+        })
+    }
+}
+
+/// Returns git's argv (after `git`): `--git-dir=<git_dir>`, then `args`.
+fn git_argv(git_dir: &Path, args: Vec<OsString>) -> Vec<OsString> {
+    let mut git_dir_arg = OsString::from("--git-dir=");
+    git_dir_arg.push(git_dir.as_os_str());
+    let mut argv = vec![git_dir_arg];
+    argv.extend(args);
+    argv
+}
+
+/// Returns the variables of our own environment that git gets as well: those of
+/// [`PASSTHROUGH_ENV`] that are set, and `XDG_CONFIG_HOME` when the user's configuration is
+/// let in.
+fn passed_on_env(
+    policy: GitConfigPolicy,
+    inherited: &dyn Fn(&str) -> Option<OsString>,
+) -> Vec<(String, OsString)> {
+    let mut passthrough: Vec<&str> = PASSTHROUGH_ENV.to_vec();
+    if policy == GitConfigPolicy::Inherit {
+        // The operator opted in to the user's configuration, which may live there.
+        passthrough.push("XDG_CONFIG_HOME");
+    }
+    passthrough
+        .into_iter()
+        .filter_map(|name| inherited(name).map(|value| (name.to_owned(), value)))
+        .collect()
+}
+
+/// Returns the variables that git always gets from us: the C locale, no prompts, and unless
+/// the user's configuration is let in, no system or global configuration file.
+fn fixed_env(policy: GitConfigPolicy) -> Vec<(String, OsString)> {
+    let mut env: Vec<(String, OsString)> = [
+        ("LC_ALL", "C"),
+        ("LANG", "C"),
+        ("GIT_TERMINAL_PROMPT", "0"),
+        // Pinned host keys come with SSH support proper; until then never prompt.
+        ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), OsString::from(value)))
+    .collect();
+    if policy == GitConfigPolicy::Isolated {
+        env.push(("GIT_CONFIG_NOSYSTEM".to_owned(), OsString::from("1")));
+        env.push(("GIT_CONFIG_GLOBAL".to_owned(), OsString::from("/dev/null")));
+    }
+    env
+}
+
+/// Returns the configuration that every git child gets, whatever its files say.
+fn baseline_config() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // The operator named both repositories; git otherwise refuses one owned by
+        // another user (also the remote side of a local path).
+        ("safe.directory", "*"),
+        // Empty: clears every helper that the repository's or the user's config names.
+        ("credential.helper", ""),
+        // Empty: no askpass program from the config (GIT_ASKPASS and SSH_ASKPASS are not
+        // passed on either), so git fails instead of prompting.
+        ("core.askPass", ""),
+    ]
+}
+
+/// Returns the configuration that hands our credentials to git through
+/// [`CREDENTIAL_HELPER`].
+fn credential_config() -> [(&'static str, &'static str); 2] {
+    [
+        ("credential.helper", CREDENTIAL_HELPER),
+        // A redirect could send our credentials to another host.
+        ("http.followRedirects", "false"),
+    ]
+}
+
+/// Returns the two variables that [`CREDENTIAL_HELPER`] prints.
+fn credential_env(credentials: &HttpCredentials) -> [(String, OsString); 2] {
+    [
+        (
+            USERNAME_ENV.to_owned(),
+            OsString::from(&credentials.username),
+        ),
+        (
+            PASSWORD_ENV.to_owned(),
+            OsString::from(credentials.password.expose_secret()),
+        ),
+    ]
+}
+
+/// Returns `config` as `GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_<n>` and `GIT_CONFIG_VALUE_<n>`.
+/// Configuration goes through the environment (command-line scope, read after every file),
+/// never through `-c`, which would be in argv.
+fn config_env(config: &[(&str, &str)]) -> Vec<(String, OsString)> {
+    let mut env = vec![(
+        "GIT_CONFIG_COUNT".to_owned(),
+        OsString::from(config.len().to_string()),
+    )];
+    for (index, &(key, value)) in config.iter().enumerate() {
+        env.push((format!("GIT_CONFIG_KEY_{index}"), OsString::from(key)));
+        env.push((format!("GIT_CONFIG_VALUE_{index}"), OsString::from(value)));
+    }
+    env
+}
+
+/// Returns the command line of git with `argv`, for the log. argv holds no secret (see the
+/// module documentation); it is masked all the same.
+fn command_line(argv: &[OsString]) -> String {
+    let command_line = mask_credentials(
+        &argv
+            .iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    format!("git {command_line}")
+}
+
+/// Returns the command that runs git as `invocation` says: with nothing of our environment
+/// but what it lists, no stdin, its own process group, and killed when dropped or when the
+/// daemon dies.
+fn git_command(invocation: &GitInvocation) -> Command {
+    let mut command = Command::new("git");
+    command
+        .args(&invocation.argv)
+        .env_clear()
+        .envs(invocation.env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes git
+    // die with the daemon even on SIGKILL, where kill_on_drop cannot run: an orphaned push
+    // would otherwise race the next daemon's update of the same mirror.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Kills the process group `pgid` of `child` (git) and reaps git.
+async fn kill_and_reap(
+    child: &mut Child,
+    pgid: Option<u32>,
+    operation: &'static str,
+    elapsed_ms: u64,
+) {
+    if let Some(pgid) = pgid {
+        kill_process_group(pgid);
+    }
+    // SIGKILL cannot be ignored; the bound only guards against a process stuck in
+    // the kernel, which kill_on_drop then leaves to tokio's orphan reaper.
+    let reaped = tokio::time::timeout(REAP_GRACE, child.wait()).await;
+    debug!(operation, elapsed_ms, reaped = reaped.is_ok(), "git killed");
 }
 
 /// Returns the timeout error of a git that was given `budget` (the time left until the
