@@ -156,20 +156,7 @@ pub fn init_libgit2() {
 
 /// Brings `mirror`'s remote in line with its local repository, once.
 pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport, UpdateError> {
-    if let Some(reason) = mirror.url.unsupported_reason() {
-        return Err(UpdateError::UnsupportedUrl { reason });
-    }
-    let credentials = credentials::resolve(mirror)?;
-    let timeout = mirror.timeout_for(ctx.first_sync);
-    let remote = Remote {
-        git_dir: &mirror.repo,
-        url: &mirror.url,
-        credentials,
-        git_config: ctx.git_config,
-        deadline: Instant::now() + timeout,
-        cancel: ctx.cancel.clone(),
-    };
-
+    let remote = remote_for(mirror, ctx)?;
     let mut report = UpdateReport {
         rejections_transient: true,
         ..UpdateReport::default()
@@ -190,17 +177,16 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
             break;
         }
         let remote_has_branches = remote_refs.keys().any(|r| r.starts_with("refs/heads/"));
-        let batches = batches(
+        let stale = push_in_batches(
+            &remote,
             &plan.updates,
             default_branch.as_deref(),
             remote_has_branches,
             mirror.refs_per_push,
-        );
-        let mut stale = Vec::new();
-        for batch in batches {
-            let pushed = remote.push(batch).await?;
-            tally(batch, &pushed, &mut report, &mut stale, round == 0);
-        }
+            &mut report,
+            round == 0,
+        )
+        .await?;
         if stale.is_empty() {
             break;
         }
@@ -215,6 +201,44 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
         "update done"
     );
     Ok(report)
+}
+
+/// Returns `mirror`'s remote for one update, with its credentials read now and its deadline
+/// starting now.
+fn remote_for<'a>(mirror: &'a Mirror, ctx: &UpdateContext) -> Result<Remote<'a>, UpdateError> {
+    if let Some(reason) = mirror.url.unsupported_reason() {
+        return Err(UpdateError::UnsupportedUrl { reason });
+    }
+    let credentials = credentials::resolve(mirror)?;
+    let timeout = mirror.timeout_for(ctx.first_sync);
+    Ok(Remote {
+        git_dir: &mirror.repo,
+        url: &mirror.url,
+        credentials,
+        git_config: ctx.git_config,
+        deadline: Instant::now() + timeout,
+        cancel: ctx.cancel.clone(),
+    })
+}
+
+/// Pushes `updates` in the [`batches`] that the remote's state and `refs_per_push` call for,
+/// adding what each push did to `report`. Returns the refs refused as stale and set aside for
+/// a second round, which only happens when `may_retry` (see [`tally`]).
+async fn push_in_batches(
+    remote: &Remote<'_>,
+    updates: &[RefUpdate],
+    default_branch: Option<&str>,
+    remote_has_branches: bool,
+    refs_per_push: usize,
+    report: &mut UpdateReport,
+    may_retry: bool,
+) -> Result<Vec<String>, UpdateError> {
+    let mut stale = Vec::new();
+    for batch in batches(updates, default_branch, remote_has_branches, refs_per_push) {
+        let pushed = remote.push(batch).await?;
+        tally(batch, &pushed, report, &mut stale, may_retry);
+    }
+    Ok(stale)
 }
 
 /// Opens the local repository and plans against `remote_refs`, on a blocking thread.

@@ -99,8 +99,31 @@ pub fn plan(
 ) -> Plan {
     let default_branch = local.default_branch.as_deref();
     let mirrored = |name: &str| is_mirrored(name, policy.branches, default_branch);
-    let mut plan = Plan::default();
+    let mut plan = creates_and_updates(local, remote, policy, history, &mirrored);
 
+    // Put the default branch first, so that a new remote takes it as its default.
+    if let Some(default) = default_branch
+        && let Some(i) = plan.updates.iter().position(|u| u.refname == default)
+    {
+        let update = plan.updates.remove(i);
+        plan.updates.insert(0, update);
+    }
+
+    let deletes = deletes(local, remote, policy, history, &mirrored);
+    plan.updates.extend(deletes);
+    plan
+}
+
+/// Returns the creates and updates of the mirrored local refs, in ref order, and the refs
+/// left alone because they diverged (only with `keep_divergent_refs`).
+fn creates_and_updates(
+    local: &LocalRefs,
+    remote: &BTreeMap<String, Oid>,
+    policy: Policy<'_>,
+    history: &dyn History,
+    mirrored: &dyn Fn(&str) -> bool,
+) -> Plan {
+    let mut plan = Plan::default();
     for (name, &new) in local.refs.iter().filter(|(name, _)| mirrored(name)) {
         let Some(&old) = remote.get(name) else {
             plan.updates.push(RefUpdate {
@@ -132,25 +155,29 @@ pub fn plan(
             new: Some(new),
         });
     }
+    plan
+}
 
-    // Put the default branch first, so that a new remote takes it as its default.
-    if let Some(default) = default_branch
-        && let Some(i) = plan.updates.iter().position(|u| u.refname == default)
-    {
-        let update = plan.updates.remove(i);
-        plan.updates.insert(0, update);
-    }
-
-    // Remote-only refs. Nothing is deleted when keeping divergent refs, nor when the local
-    // default branch does not exist: an empty or broken local repository must not empty the
-    // remote.
+/// Returns the deletes of the mirrored refs that exist only on the remote, as `policy.prune`
+/// asks.
+fn deletes(
+    local: &LocalRefs,
+    remote: &BTreeMap<String, Oid>,
+    policy: Policy<'_>,
+    history: &dyn History,
+    mirrored: &dyn Fn(&str) -> bool,
+) -> Vec<RefUpdate> {
+    // Nothing is deleted when keeping divergent refs, nor when the local default branch does
+    // not exist: an empty or broken local repository must not empty the remote.
+    let default_branch = local.default_branch.as_deref();
     let default_oid = default_branch.and_then(|d| local.refs.get(d)).copied();
     let Some(default_oid) = default_oid else {
-        return plan;
+        return Vec::new();
     };
     if policy.keep_divergent_refs {
-        return plan;
+        return Vec::new();
     }
+    let mut deletes = Vec::new();
     for (name, &old) in remote {
         if local.refs.contains_key(name) || !mirrored(name) {
             continue;
@@ -161,7 +188,7 @@ pub fn plan(
             Prune::Merged => history.is_ancestor(old, default_oid),
         };
         if delete {
-            plan.updates.push(RefUpdate {
+            deletes.push(RefUpdate {
                 refname: name.clone(),
                 kind: UpdateKind::Delete,
                 old: Some(old),
@@ -169,7 +196,7 @@ pub fn plan(
             });
         }
     }
-    plan
+    deletes
 }
 
 /// Returns GitLab's exact `last_error` for diverged refs, naming at most 100 of them.

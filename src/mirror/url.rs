@@ -56,71 +56,81 @@ impl RemoteUrl {
     pub fn parse(raw: &str) -> RemoteUrl {
         let raw = raw.trim();
         if let Some((scheme, rest)) = raw.split_once("://") {
-            let scheme_lower = scheme.to_ascii_lowercase();
-            let kind = match scheme_lower.as_str() {
-                "https" => Scheme::Https,
-                "http" => Scheme::Http,
-                "ssh" | "git+ssh" | "ssh+git" => Scheme::Ssh,
-                "git" => Scheme::Git,
-                "file" => Scheme::File,
-                _ => Scheme::Unsupported(scheme.to_owned()),
-            };
-            // The authority ends at the first '/'; user info is what precedes its last '@'.
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            let (userinfo, host) = match authority.rfind('@') {
-                Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-                None => (None, authority),
-            };
-            let (user, password) = match userinfo {
-                None => (None, None),
-                Some(info) => match info.split_once(':') {
-                    Some((u, p)) => (
-                        Some(percent_decode(u)),
-                        Some(SecretString::from(percent_decode(p))),
-                    ),
-                    None => (Some(percent_decode(info)), None),
-                },
-            };
-            let bare = format!("{scheme_lower}://{host}{path}");
-            let for_git = match (&kind, &userinfo) {
-                // ssh needs the user in the URL; a password there is never used by ssh.
-                (Scheme::Ssh, Some(info)) => {
-                    let user_part = info.split(':').next().unwrap_or_default();
-                    format!("{scheme_lower}://{user_part}@{host}{path}")
-                }
-                _ => bare.clone(),
-            };
-            let user = user.filter(|u| !u.is_empty());
-            return RemoteUrl {
-                scheme: kind,
-                for_git,
-                bare,
-                user,
-                password,
-            };
+            return RemoteUrl::with_scheme(scheme, rest);
         }
         if raw.starts_with('/') {
             return RemoteUrl::plain(Scheme::File, raw);
         }
-        // scp-like: a ':' before any '/', e.g. `git@github.com:acme/app.git`.
-        if let Some(colon) = raw.find(':') {
-            let slash = raw.find('/').unwrap_or(usize::MAX);
-            if colon < slash && colon > 0 {
-                let (userhost, _) = raw.split_at(colon);
-                let user = userhost.rsplit_once('@').map(|(u, _)| u.to_owned());
-                return RemoteUrl {
-                    scheme: Scheme::Scp,
-                    for_git: raw.to_owned(),
-                    bare: raw.to_owned(),
-                    user,
-                    password: None,
-                };
+        RemoteUrl::scp_like(raw)
+            .unwrap_or_else(|| RemoteUrl::plain(Scheme::Unsupported(String::new()), raw))
+    }
+
+    /// Returns the URL `<scheme>://<rest>`, its user info split off.
+    fn with_scheme(scheme: &str, rest: &str) -> RemoteUrl {
+        let scheme_lower = scheme.to_ascii_lowercase();
+        let kind = match scheme_lower.as_str() {
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            "ssh" | "git+ssh" | "ssh+git" => Scheme::Ssh,
+            "git" => Scheme::Git,
+            "file" => Scheme::File,
+            _ => Scheme::Unsupported(scheme.to_owned()),
+        };
+        // The authority ends at the first '/'; user info is what precedes its last '@'.
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, host) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(info) => match info.split_once(':') {
+                Some((u, p)) => (
+                    Some(percent_decode(u)),
+                    Some(SecretString::from(percent_decode(p))),
+                ),
+                None => (Some(percent_decode(info)), None),
+            },
+        };
+        let bare = format!("{scheme_lower}://{host}{path}");
+        let for_git = match (&kind, &userinfo) {
+            // ssh needs the user in the URL; a password there is never used by ssh.
+            (Scheme::Ssh, Some(info)) => {
+                let user_part = info.split(':').next().unwrap_or_default();
+                format!("{scheme_lower}://{user_part}@{host}{path}")
             }
+            _ => bare.clone(),
+        };
+        let user = user.filter(|u| !u.is_empty());
+        RemoteUrl {
+            scheme: kind,
+            for_git,
+            bare,
+            user,
+            password,
         }
-        RemoteUrl::plain(Scheme::Unsupported(String::new()), raw)
+    }
+
+    /// Returns the scp-like URL `raw`, with a ':' before any '/' (e.g.
+    /// `git@github.com:acme/app.git`), or `None` if it is not one.
+    fn scp_like(raw: &str) -> Option<RemoteUrl> {
+        let colon = raw.find(':')?;
+        let slash = raw.find('/').unwrap_or(usize::MAX);
+        if colon == 0 || colon >= slash {
+            return None;
+        }
+        let (userhost, _) = raw.split_at(colon);
+        let user = userhost.rsplit_once('@').map(|(u, _)| u.to_owned());
+        Some(RemoteUrl {
+            scheme: Scheme::Scp,
+            for_git: raw.to_owned(),
+            bare: raw.to_owned(),
+            user,
+            password: None,
+        })
     }
 
     fn plain(scheme: Scheme, raw: &str) -> RemoteUrl {
