@@ -28,6 +28,12 @@ pub enum ProvisionError {
         step: String,
         stderr: String,
     },
+    #[error("cannot move the new repository into {path}")]
+    Rename {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot install the hook into {path}: {detail}")]
     Hook { path: PathBuf, detail: String },
 }
@@ -40,20 +46,23 @@ pub fn ensure(mirror: &Mirror, config_path: &Path) -> Result<Vec<PathBuf>, Provi
         return Ok(created);
     }
     if !mirror.repo.exists() {
-        init_bare(&mirror.repo)?;
-        seed(&mirror.repo)?;
-        crate::hook::install::install_into(&mirror.repo, config_path).map_err(|detail| {
-            ProvisionError::Hook {
-                path: mirror.repo.clone(),
-                detail,
-            }
+        create_whole(&mirror.repo, |repo| {
+            init_bare(repo)?;
+            seed(repo)?;
+            crate::hook::install::install_into(repo, config_path).map_err(|detail| {
+                ProvisionError::Hook {
+                    path: mirror.repo.clone(),
+                    detail,
+                }
+            })?;
+            Ok(())
         })?;
         created.push(mirror.repo.clone());
     }
     if *mirror.url.scheme() == Scheme::File {
         let remote = PathBuf::from(mirror.url.for_git().trim_start_matches("file://"));
         if !remote.exists() {
-            init_bare(&remote)?;
+            create_whole(&remote, init_bare)?;
             created.push(remote);
         }
     }
@@ -103,6 +112,31 @@ fn git(
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Makes the repository at `path` with `make` in a hidden sibling directory and renames it
+/// into place, so that nobody (a clone, the first update) sees it half made.
+fn create_whole(
+    path: &Path,
+    make: impl FnOnce(&Path) -> Result<(), ProvisionError>,
+) -> Result<(), ProvisionError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let partial = path.with_file_name(format!(
+        ".{}.creating-{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&partial);
+    let made = make(&partial).and_then(|()| {
+        std::fs::rename(&partial, path).map_err(|source| ProvisionError::Rename {
+            path: path.to_owned(),
+            source,
+        })
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    made
 }
 
 fn init_bare(path: &Path) -> Result<(), ProvisionError> {
