@@ -70,7 +70,7 @@ pub async fn run(
     let span = info_span!("update", mirror = %mirror.name, %trigger);
     let result = mirror::update(mirror, &ctx).instrument(span.clone()).await;
     let (counts, ending) = match &result {
-        Ok(report) => (report.counts, report.ending()),
+        Ok(report) => (report.counts, report.ending(retries_left)),
         Err(e) => (RefCounts::default(), e.ending(retries_left)),
     };
     let _entered = span.enter();

@@ -59,8 +59,9 @@ pub struct UpdateReport {
 
 impl UpdateReport {
     /// Returns how this report ends the update in the status: finished, or failed with GitLab's
-    /// divergence message or the list of rejected refs.
-    pub fn ending(&self) -> Ending {
+    /// divergence message or the list of rejected refs. Transient rejections are retried
+    /// only while `retries_left`: the last allowed attempt ends `failed`.
+    pub fn ending(&self, retries_left: bool) -> Ending {
         if self.divergent.is_empty() && self.rejected.is_empty() {
             return Ending::Finished {
                 fingerprint: Some(self.fingerprint.clone()),
@@ -79,7 +80,7 @@ impl UpdateReport {
         }
         Ending::Failed {
             error: parts.join("\n\n"),
-            retry: self.divergent.is_empty() && self.rejections_transient,
+            retry: retries_left && self.divergent.is_empty() && self.rejections_transient,
             divergent_refs: self.divergent.clone(),
             rejected_refs: self.rejected.clone(),
         }
@@ -429,7 +430,7 @@ mod tests {
             rejections_transient: false,
             ..UpdateReport::default()
         };
-        let Ending::Failed { error, retry, .. } = report.ending() else {
+        let Ending::Failed { error, retry, .. } = report.ending(true) else {
             panic!("must fail");
         };
         assert!(!retry);

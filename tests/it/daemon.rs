@@ -664,3 +664,43 @@ while [ -e {} ]; do sleep 0.02; done
     fs::remove_file(&hold).expect("release");
     wait_mirrored(&s.env, &slow, "refs/heads/main", &two, &daemon);
 }
+
+#[test]
+fn the_last_allowed_retry_ends_failed_for_errors_and_transient_rejections() {
+    let s = Served::new();
+    let c = s.env.make_commit_on(&s.repo, None, "c");
+    s.env.set_ref(&s.repo, "refs/heads/main", &c);
+    // One remote nobody listens on (an error), one whose ref is locked (a rejection).
+    let unreachable = format!(
+        "git://127.0.0.1:{}/absent.git",
+        crate::support::closed_port()
+    );
+    let locked = s.remote("locked");
+    fs::write(locked.join("refs/heads/main.lock"), "").expect("hold the ref's lock");
+    let options = "retries = 1\ndelay = \"1s\"";
+    s.configure(&format!(
+        "{}\n{}",
+        mirror_toml("unreachable", &s.repo, &unreachable, options),
+        mirror_toml("locked", &s.repo, &Served::url(&locked), options)
+    ));
+    let _daemon = s.start_daemon();
+    for name in ["unreachable", "locked"] {
+        wait_status(&s.env, name, "failed");
+        let st = status(&s.env, name);
+        let outcomes: Vec<&str> = st["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["outcome"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(outcomes, ["to_retry", "failed"], "{st:#}");
+        assert!(st["next_update_at"].is_null(), "{st:#}");
+    }
+    assert!(
+        status(&s.env, "locked")["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refs/heads/main")),
+        "{:#}",
+        status(&s.env, "locked")
+    );
+}
