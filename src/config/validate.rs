@@ -21,6 +21,7 @@
 //! Exclusive keys written at the same level are errors.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +31,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::duration::parse_duration;
-use super::error::{Diagnostic, line_and_column};
+use super::error::{Diagnostic, MirrorProblem, line_and_column};
 use super::raw::{RawConfig, RawDaemon, RawGitConfig, RawLogFormat, RawOptions, RawPrune};
 use super::{
     BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
@@ -139,14 +140,30 @@ fn from_source(
         return Err(checker.into_error());
     }
     sort(&mut checker.warnings);
-    sort(&mut checker.problems);
+    checker.problems.sort_by_key(|(_, d)| (d.line, d.column));
     Ok(Config {
         path: absolute.to_owned(),
         daemon,
         mirrors,
-        warnings: checker.warnings.iter().map(Diagnostic::to_string).collect(),
-        mirror_problems: checker.problems.iter().map(Diagnostic::to_string).collect(),
+        warnings: checker.warnings,
+        mirror_problems: named_problems(checker.problems),
     })
+}
+
+/// Returns the problems of a file without errors, each with the mirror it concerns.
+fn named_problems(problems: Vec<(Option<MirrorName>, Diagnostic)>) -> Vec<MirrorProblem> {
+    // A mirror without a valid name always has an error (its name is missing, invalid or
+    // taken), so in a file without errors every problem has its mirror's name.
+    debug_assert!(problems.iter().all(|(mirror, _)| mirror.is_some()));
+    problems
+        .into_iter()
+        .filter_map(|(mirror, diagnostic)| {
+            Some(MirrorProblem {
+                mirror: mirror?,
+                diagnostic,
+            })
+        })
+        .collect()
 }
 
 /// Where an option was written.
@@ -203,6 +220,23 @@ impl Options {
     }
 }
 
+/// The mirror that a check is about, as its diagnostics name it.
+struct Subject {
+    /// The mirror's name, if it has a valid one (if not, the mirror has an error).
+    name: Option<MirrorName>,
+    /// "mirror `<name>`", or "mirror" when the name is missing or invalid.
+    label: String,
+}
+
+impl Subject {
+    fn new(name: Option<MirrorName>) -> Subject {
+        let label = name
+            .as_ref()
+            .map_or_else(|| "mirror".to_owned(), |n| format!("mirror `{n}`"));
+        Subject { name, label }
+    }
+}
+
 /// Collects the diagnostics of one file.
 struct Checker<'a> {
     source: &'a str,
@@ -211,8 +245,9 @@ struct Checker<'a> {
     /// Where relative paths start: the file's directory.
     base_dir: &'a Path,
     errors: Vec<Diagnostic>,
-    /// Problems of one mirror only (see `Config::mirror_problems`).
-    problems: Vec<Diagnostic>,
+    /// Problems of one mirror only (see `Config::mirror_problems`), with the name of the
+    /// mirror when it has a valid one.
+    problems: Vec<(Option<MirrorName>, Diagnostic)>,
     warnings: Vec<Diagnostic>,
     /// Repositories already opened, and what opening them said.
     opened_repos: HashMap<PathBuf, Result<(), String>>,
@@ -233,9 +268,10 @@ impl Checker<'_> {
         self.warnings.push(diagnostic);
     }
 
-    fn problem(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let diagnostic = self.diagnostic(span, message);
-        self.problems.push(diagnostic);
+    /// Records a problem of `subject` only; the message is prefixed with its label.
+    fn problem(&mut self, subject: &Subject, span: &Range<usize>, message: impl Display) {
+        let diagnostic = self.diagnostic(span, format!("{}: {message}", subject.label));
+        self.problems.push((subject.name.clone(), diagnostic));
     }
 
     /// Returns the 1-based line of a span, for messages that refer to another place.
@@ -246,7 +282,8 @@ impl Checker<'_> {
     /// Returns every diagnostic as one error: the errors, and the mirror problems found
     /// beside them (they are errors for `check-config` too), in file order.
     fn into_error(mut self) -> ConfigError {
-        self.errors.append(&mut self.problems);
+        let problems = self.problems.into_iter().map(|(_, diagnostic)| diagnostic);
+        self.errors.extend(problems);
         sort(&mut self.errors);
         ConfigError::Invalid {
             diagnostics: self.errors,
@@ -523,9 +560,8 @@ impl Checker<'_> {
             }
             Some(name) => self.mirror_name(&name, names),
         };
-        let label = name
-            .as_ref()
-            .map_or_else(|| "mirror".to_owned(), |n| format!("mirror `{n}`"));
+        let subject = Subject::new(name);
+        let label = &subject.label;
         let repo = match &identity.repo {
             None => {
                 self.error(&header, "missing required key `repo` in [[mirror]]");
@@ -634,24 +670,24 @@ impl Checker<'_> {
         };
 
         if let Some(url) = &url {
-            self.check_url(&label, url, own_password);
+            self.check_url(&subject, url, own_password);
         }
         if let Some(repo) = &repo
             && !create
         {
-            self.check_repository(&label, repo);
+            self.check_repository(&subject, repo);
         }
         // A password file of `[defaults]` is checked once, not once per mirror using it.
         let already_checked = password_from_defaults && *password_file_of_defaults_checked;
         if let (Some(file), false) = (password_file, already_checked) {
             *password_file_of_defaults_checked |= password_from_defaults;
-            self.check_password_file(&label, file);
+            self.check_password_file(&subject, file);
         }
 
         if self.errors.len() > errors_before {
             return None;
         }
-        let (name, repo, url) = (name?, repo?, url?);
+        let (name, repo, url) = (subject.name?, repo?, url?);
         let username = own
             .username
             .as_ref()
@@ -730,9 +766,10 @@ impl Checker<'_> {
     }
 
     /// Reports an unsupported scheme (a mirror problem) and credentials in the URL (a warning).
-    fn check_url(&mut self, label: &str, url: &Setting<RemoteUrl>, own_password: bool) {
+    fn check_url(&mut self, subject: &Subject, url: &Setting<RemoteUrl>, own_password: bool) {
+        let label = &subject.label;
         if let Some(reason) = url.value.unsupported_reason() {
-            self.problem(&url.span, format!("{label}: {reason}"));
+            self.problem(subject, &url.span, reason);
             return;
         }
         if url.value.has_embedded_credentials() {
@@ -761,19 +798,21 @@ impl Checker<'_> {
     }
 
     /// Reports a repository that is missing or that libgit2 cannot open (a mirror problem).
-    fn check_repository(&mut self, label: &str, repo: &Setting<PathBuf>) {
+    fn check_repository(&mut self, subject: &Subject, repo: &Setting<PathBuf>) {
         let path = repo.value.display();
         match std::fs::metadata(&repo.value) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 self.problem(
+                    subject,
                     &repo.span,
-                    format!("{label}: repository {path} does not exist"),
+                    format!("repository {path} does not exist"),
                 );
             }
             Err(error) => {
                 self.problem(
+                    subject,
                     &repo.span,
-                    format!("{label}: cannot access repository {path}: {error}"),
+                    format!("cannot access repository {path}: {error}"),
                 );
             }
             Ok(_) => {
@@ -789,8 +828,9 @@ impl Checker<'_> {
                     .clone();
                 if let Err(message) = opened {
                     self.problem(
+                        subject,
                         &repo.span,
-                        format!("{label}: {path} is not a readable git repository: {message}"),
+                        format!("{path} is not a readable git repository: {message}"),
                     );
                 }
             }
@@ -799,28 +839,28 @@ impl Checker<'_> {
 
     /// Reports a password file that is missing, unreadable, or open to group or others
     /// (SPEC.md section 8: such a file is refused).
-    fn check_password_file(&mut self, label: &str, file: &Setting<PathBuf>) {
+    fn check_password_file(&mut self, subject: &Subject, file: &Setting<PathBuf>) {
         use std::os::unix::fs::PermissionsExt;
         let path = file.value.display();
         let message = match std::fs::metadata(&file.value) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                format!("{label}: password file {path} does not exist")
+                format!("password file {path} does not exist")
             }
-            Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+            Err(error) => format!("cannot read password file {path}: {error}"),
             Ok(meta) if !meta.is_file() => {
-                format!("{label}: password file {path} is not a regular file")
+                format!("password file {path} is not a regular file")
             }
             Ok(meta) if too_open(meta.permissions().mode()) => format!(
-                "{label}: refusing {path}: it is readable by group or others (mode {:04o}); \
+                "refusing {path}: it is readable by group or others (mode {:04o}); \
                  chmod 600 it",
                 meta.permissions().mode() & 0o7777
             ),
             Ok(_) => match std::fs::File::open(&file.value) {
                 Ok(_) => return,
-                Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+                Err(error) => format!("cannot read password file {path}: {error}"),
             },
         };
-        self.problem(&file.span, message);
+        self.problem(subject, &file.span, message);
     }
 }
 
@@ -938,6 +978,11 @@ mod tests {
         })
     }
 
+    /// Returns each diagnostic as `check-config` prints it.
+    fn texts(diagnostics: &[impl std::fmt::Display]) -> Vec<String> {
+        diagnostics.iter().map(ToString::to_string).collect()
+    }
+
     fn valid(text: &str) -> Config {
         match check(text) {
             Ok(config) => config,
@@ -994,7 +1039,7 @@ mod tests {
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         // The repository does not exist: a problem of that mirror, not an error of the file.
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             ["c.toml:3:8: mirror `app`: repository /base/repos/app.git does not exist"]
         );
     }
@@ -1111,7 +1156,7 @@ mod tests {
         let config = valid(&format!("{MIRROR}protected_branches = [\"main\"]\n"));
         assert!(matches!(config.mirrors[0].branches, BranchFilter::All));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             [
                 "c.toml:5:22: `protected_branches` of mirror `app` has no effect without \
               `only_protected_branches = true`"
@@ -1121,7 +1166,7 @@ mod tests {
             "[defaults]\nprotected_branches = [\"main\"]\n{MIRROR}"
         ));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             [
                 "c.toml:2:22: `protected_branches` in [defaults] has no effect: no mirror sets \
               `only_protected_branches = true`"
@@ -1313,7 +1358,7 @@ mod tests {
         assert!(matches!(mirror.password, PasswordSource::Url));
         assert_eq!(mirror.username.as_deref(), Some("bot"));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             ["c.toml:6:7: the url of mirror `app` embeds credentials \
               (https://*****:*****@example.com/app.git): move the password to \
               `password_file` (mode 600) and the user to `username`"]
@@ -1338,7 +1383,7 @@ mod tests {
             PasswordSource::File(path) if path == Path::new("/base/secrets/b.token")
         ));
         assert!(
-            config.mirror_problems.contains(
+            texts(&config.mirror_problems).contains(
                 &"c.toml:11:17: mirror `b`: password file /base/secrets/b.token does not exist"
                     .to_owned()
             ),
@@ -1348,11 +1393,25 @@ mod tests {
     }
 
     #[test]
+    fn mirror_problems_name_their_mirror() {
+        let config = valid(
+            "[[mirror]]\nname = \"a\"\nrepo = \"/r.git\"\nurl = \"https://h/a.git\"\n\
+             [[mirror]]\nname = \"b\"\nrepo = \"/r.git\"\nurl = \"ftp://h/b.git\"\n",
+        );
+        let named: Vec<(&str, usize)> = config
+            .mirror_problems
+            .iter()
+            .map(|problem| (problem.mirror.as_str(), problem.diagnostic.line))
+            .collect();
+        assert_eq!(named, [("a", 3), ("b", 7), ("b", 8)]);
+    }
+
+    #[test]
     fn unsupported_scheme_is_a_mirror_problem() {
         let config =
             valid("[[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\nurl = \"ftp://h/app.git\"\n");
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             [
                 "c.toml:3:8: mirror `app`: repository /r.git does not exist",
                 "c.toml:4:7: mirror `app`: unsupported URL scheme 'ftp' in ftp://h/app.git: \
@@ -1375,7 +1434,7 @@ mod tests {
         let config = check_in(text, dir.path()).expect("valid file");
         let base = dir.path().display();
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             [
                 format!(
                     "c.toml:5:17: mirror `app`: refusing {base}/token: it is readable by \
