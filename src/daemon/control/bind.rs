@@ -219,8 +219,8 @@ fn probe(path: &Path) -> Probe {
 }
 
 /// Removes the socket file at `path` if it is a socket (errors other than "already gone" are
-/// logged). [`serve`](super::serve) does this itself on shutdown; call this when the daemon
-/// bound the socket but stops before running [`serve`](super::serve).
+/// logged). [`serve`](fn@super::serve) does this itself on shutdown; call this when the daemon
+/// bound the socket but stops before running [`serve`](fn@super::serve).
 pub fn remove_socket(path: &Path) {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {

@@ -19,18 +19,19 @@
 //!
 //! Two halves with different lifetimes, one file each, and a third for the peer check that
 //! both use:
-//! - [`bind`] (`bind.rs`) is synchronous and runs in `main` before the tokio runtime starts
-//!   (it touches the process umask, which is only safe while the process has one thread).
-//! - [`serve`] (`serve.rs`) runs in the daemon until its `shutdown` token is cancelled; it
-//!   then stops accepting, removes the socket file (only if it is still the one it listens
-//!   on), ends idle connections, answers `shutting_down` to those still waiting on the
-//!   daemon, and returns once every connection task has ended. [`remove_socket`] is for a
-//!   daemon that bound the socket but fails before it could run [`serve`].
+//! - [`bind`](fn@bind) (`bind.rs`) is synchronous and runs in `main` before the tokio
+//!   runtime starts (it touches the process umask, which is only safe while the process has
+//!   one thread).
+//! - [`serve`](fn@serve) (`serve.rs`) runs in the daemon until its `shutdown` token is
+//!   cancelled; it then stops accepting, removes the socket file (only if it is still the one
+//!   it listens on), ends idle connections, answers `shutting_down` to those still waiting on
+//!   the daemon, and returns once every connection task has ended. [`remove_socket`] is for a
+//!   daemon that bound the socket but fails before it could run [`serve`](fn@serve).
 //! - `peer.rs` reads who is at the other end of a connection (`SO_PEERCRED`, the groups in
 //!   `/proc/<pid>/status`) and decides whether they may use the socket.
 //!
 //! This file is the public face: the limits, the values handed to the daemon, the error of
-//! [`bind`], and the re-exports that keep `control::bind`, `control::serve` and
+//! [`bind`](fn@bind), and the re-exports that keep `control::bind`, `control::serve` and
 //! `control::group_id` one path away for the daemon.
 
 mod bind;
@@ -120,7 +121,7 @@ fn pid_suffix(pid: Option<u32>) -> String {
     pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
 }
 
-/// Bounds on what clients of [`serve`] may cost the daemon.
+/// Bounds on what clients of [`serve`](fn@serve) may cost the daemon.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections served at once; further clients wait in the kernel's listen backlog until
