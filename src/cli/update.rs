@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, Mirror};
 use crate::error::chain;
-use crate::mirror::job::{self, JobOutcome};
+use crate::mirror::job::{self, JobError, JobOutcome};
 use crate::store::state::{StateStore, Trigger, UpdateStatus};
 
 /// Which mirrors to update.
@@ -28,24 +28,15 @@ pub async fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let mirrors: Vec<&Mirror> = match &selection {
-        Selection::All => config.mirrors.iter().filter(|m| m.enabled).collect(),
-        Selection::Names(names) => {
-            let mut found = Vec::new();
-            for name in names {
-                match config.mirror(name) {
-                    Some(m) => found.push(m),
-                    None => {
-                        let _ = writeln!(
-                            err,
-                            "error: no mirror named {name:?} in {}",
-                            config.path.display()
-                        );
-                        return EXIT_USAGE;
-                    }
-                }
-            }
-            found
+    let mirrors = match selected_mirrors(config, &selection) {
+        Ok(mirrors) => mirrors,
+        Err(name) => {
+            let _ = writeln!(
+                err,
+                "error: no mirror named {name:?} in {}",
+                config.path.display()
+            );
+            return EXIT_USAGE;
         }
     };
     let store = match StateStore::open(&config.daemon.state_dir) {
@@ -57,64 +48,104 @@ pub async fn run(
     };
     let mut code = EXIT_OK;
     for mirror in mirrors {
-        let started = std::time::Instant::now();
-        let outcome = job::run(
-            config,
-            &store,
-            mirror,
-            Trigger::Forced,
-            false,
-            CancellationToken::new(),
-        )
-        .await;
-        let elapsed = started.elapsed().as_secs_f64();
-        if let Ok(JobOutcome::Ran {
-            unsaved: Some(e), ..
-        }) = &outcome
-        {
-            code = EXIT_USAGE;
-            let _ = writeln!(
-                err,
-                "error: {}: status not recorded: {}",
-                mirror.name,
-                chain(e)
-            );
-        }
-        match outcome {
-            Ok(JobOutcome::Ran { state, .. }) if state.update_status == UpdateStatus::Finished => {
-                let _ = writeln!(
-                    out,
-                    "{}: finished in {elapsed:.1}s ({})",
-                    mirror.name,
-                    job::describe_counts(&state.counts)
-                );
-            }
-            Ok(JobOutcome::Ran { state, .. }) => {
-                code = code.max(EXIT_FAILED);
-                let error = state.last_error.unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "{}: failed after {elapsed:.1}s ({})\n{}",
-                    mirror.name,
-                    job::describe_counts(&state.counts),
-                    indent(&error)
-                );
-            }
-            Ok(JobOutcome::Busy) => {
-                code = code.max(EXIT_FAILED);
-                let _ = writeln!(
-                    out,
-                    "{}: skipped: another process is updating this mirror",
-                    mirror.name
-                );
-            }
-            Err(e) => {
-                code = EXIT_USAGE;
-                let _ = writeln!(err, "error: {}: {}", mirror.name, chain(&e));
-            }
-        }
+        code = code.max(update_one(config, &store, mirror, out, err).await);
     }
     code
+}
+
+/// Returns the mirrors `selection` names (`--all`: the enabled ones), in its order; `Err`
+/// carries the first name that no mirror has.
+fn selected_mirrors<'c>(
+    config: &'c Config,
+    selection: &'c Selection,
+) -> Result<Vec<&'c Mirror>, &'c str> {
+    match selection {
+        Selection::All => Ok(config.mirrors.iter().filter(|m| m.enabled).collect()),
+        Selection::Names(names) => names
+            .iter()
+            .map(|name| config.mirror(name).ok_or(name.as_str()))
+            .collect(),
+    }
+}
+
+/// Updates `mirror` and reports how it went; returns its exit code (see [`run`]).
+async fn update_one(
+    config: &Config,
+    store: &StateStore,
+    mirror: &Mirror,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let started = std::time::Instant::now();
+    let outcome = job::run(
+        config,
+        store,
+        mirror,
+        Trigger::Forced,
+        false,
+        CancellationToken::new(),
+    )
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut code = EXIT_OK;
+    if let Ok(JobOutcome::Ran {
+        unsaved: Some(e), ..
+    }) = &outcome
+    {
+        code = EXIT_USAGE;
+        let _ = writeln!(
+            err,
+            "error: {}: status not recorded: {}",
+            mirror.name,
+            chain(e)
+        );
+    }
+    code.max(report_outcome(mirror, outcome, elapsed, out, err))
+}
+
+/// Writes how the update of `mirror` ended, `elapsed` seconds after it started; returns its
+/// exit code: 0 finished, 1 failed or busy, 2 not attempted.
+fn report_outcome(
+    mirror: &Mirror,
+    outcome: Result<JobOutcome, JobError>,
+    elapsed: f64,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    match outcome {
+        Ok(JobOutcome::Ran { state, .. }) if state.update_status == UpdateStatus::Finished => {
+            let _ = writeln!(
+                out,
+                "{}: finished in {elapsed:.1}s ({})",
+                mirror.name,
+                job::describe_counts(&state.counts)
+            );
+            EXIT_OK
+        }
+        Ok(JobOutcome::Ran { state, .. }) => {
+            let error = state.last_error.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}: failed after {elapsed:.1}s ({})\n{}",
+                mirror.name,
+                job::describe_counts(&state.counts),
+                indent(&error)
+            );
+            EXIT_FAILED
+        }
+        Ok(JobOutcome::Busy) => {
+            let _ = writeln!(
+                out,
+                "{}: skipped: another process is updating this mirror",
+                mirror.name
+            );
+            EXIT_FAILED
+        }
+        Err(e) => {
+            let _ = writeln!(err, "error: {}: {}", mirror.name, chain(&e));
+            EXIT_USAGE
+        }
+    }
 }
 
 fn indent(text: &str) -> String {

@@ -4,8 +4,14 @@
 //! completely, so that an operator fixes every mistake in one round: all its problems come back
 //! together as [`Diagnostic`]s, each printed `<path>:<line>:<column>: <message>` like a
 //! compiler's, one per line.
+//!
+//! A file that is valid may still carry [`Diagnostic`]s: warnings, and [`MirrorProblem`]s,
+//! which stop one mirror but not the daemon. They are typed so that a consumer can tell where
+//! each one is and which mirror it concerns, and they print exactly like an error does.
 
 use std::path::PathBuf;
+
+use super::MirrorName;
 
 /// One problem found in a configuration file, at a position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +54,23 @@ impl std::fmt::Display for Diagnostic {
             self.column,
             self.message
         )
+    }
+}
+
+/// A problem that makes one mirror unable to update but does not stop the daemon serving the
+/// others (see [`super::Config::mirror_problems`]). Prints as its [`Diagnostic`], whose
+/// message names the mirror too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorProblem {
+    /// The mirror it concerns.
+    pub mirror: MirrorName,
+    /// Where the problem was written and what it is.
+    pub diagnostic: Diagnostic,
+}
+
+impl std::fmt::Display for MirrorProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.diagnostic.fmt(f)
     }
 }
 
@@ -138,5 +161,16 @@ mod tests {
             "cannot read configuration file /etc/x.toml"
         );
         assert!(std::error::Error::source(&error).is_some());
+    }
+
+    #[test]
+    fn a_mirror_problem_prints_as_its_diagnostic() {
+        let diagnostic = Diagnostic::at("c.toml", "x\n", 2, "mirror `app`: gone");
+        let problem = MirrorProblem {
+            mirror: MirrorName::new("app").expect("a valid name"),
+            diagnostic: diagnostic.clone(),
+        };
+        assert_eq!(problem.to_string(), diagnostic.to_string());
+        assert_eq!(problem.to_string(), "c.toml:2:1: mirror `app`: gone");
     }
 }

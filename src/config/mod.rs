@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
-pub use error::{ConfigError, Diagnostic};
+pub use error::{ConfigError, Diagnostic, MirrorProblem};
 pub use pattern::BranchPattern;
 
 use crate::mirror::url::RemoteUrl;
@@ -40,15 +40,17 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// In file order; names are unique.
     pub mirrors: Vec<Mirror>,
-    /// Things that are allowed but worth changing (e.g. credentials embedded in a URL);
-    /// `check-config` prints them. Each is `<path>:<line>:<column>: <message>`.
-    pub warnings: Vec<String>,
+    /// Things that are allowed but worth changing (e.g. credentials embedded in a URL), in
+    /// file order; `check-config` prints them. Each prints as
+    /// `<path>:<line>:<column>: <message>`.
+    pub warnings: Vec<Diagnostic>,
     /// Problems that make one mirror unable to update but must not stop the daemon serving
     /// the others (SPEC.md section 4): a missing or unreadable repository, an unsupported URL
-    /// scheme, a password file that is missing or readable by group or others. Each is
-    /// `<path>:<line>:<column>: <message>`, the message naming the mirror. `Config::load`
-    /// succeeds with them; `check-config` reports them as errors.
-    pub mirror_problems: Vec<String>,
+    /// scheme, a password file that is missing or readable by group or others. In file
+    /// order; each names its mirror and prints as `<path>:<line>:<column>: <message>`, the
+    /// message naming the mirror too. `Config::load` succeeds with them; `check-config`
+    /// reports them as errors.
+    pub mirror_problems: Vec<MirrorProblem>,
 }
 
 /// The `[daemon]` table.

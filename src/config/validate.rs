@@ -21,6 +21,7 @@
 //! Exclusive keys written at the same level are errors.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,8 +31,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::duration::parse_duration;
-use super::error::{Diagnostic, line_and_column};
-use super::raw::{RawConfig, RawDaemon, RawGitConfig, RawLogFormat, RawOptions, RawPrune};
+use super::error::{Diagnostic, MirrorProblem, line_and_column};
+use super::raw::{
+    RawConfig, RawDaemon, RawGitConfig, RawIdentity, RawLogFormat, RawMirror, RawOptions, RawPrune,
+};
 use super::{
     BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
     Mirror, MirrorName, PasswordSource, Prune,
@@ -96,57 +99,33 @@ fn from_source(
         warnings: Vec::new(),
         opened_repos: HashMap::new(),
     };
-    let root = match DeTable::parse(source) {
-        Ok(root) => root,
-        Err(error) => {
-            let span = error.span().unwrap_or(0..0);
-            checker.error(&span, format!("invalid TOML: {}", error.message()));
-            return Err(checker.into_error());
-        }
+    let Some(root) = checker.parse() else {
+        return Err(checker.into_error());
     };
     let Some(raw) = checker.deserialize(root) else {
         return Err(checker.into_error());
     };
     let daemon = checker.daemon(raw.daemon.unwrap_or_default());
     let defaults = checker.options(raw.defaults.unwrap_or_default(), Level::Defaults);
-    let mut names: HashMap<String, Range<usize>> = HashMap::new();
-    let mut mirrors = Vec::with_capacity(raw.mirror.len());
-    let mut password_file_of_defaults_checked = false;
-    let mut any_protected = false;
-    for raw_mirror in raw.mirror {
-        if let Some(mirror) = checker.mirror(
-            raw_mirror,
-            &defaults,
-            &mut names,
-            &mut password_file_of_defaults_checked,
-        ) {
-            any_protected |= matches!(
-                mirror.branches,
-                BranchFilter::Protected(_) | BranchFilter::DefaultBranch
-            );
-            mirrors.push(mirror);
-        }
-    }
-    match &defaults.protected_branches {
-        Some(list) if !any_protected && checker.errors.is_empty() => checker.warning(
-            &list.span,
-            "`protected_branches` in [defaults] has no effect: no mirror sets \
-             `only_protected_branches = true`",
-        ),
-        _ => {}
-    }
-    if !checker.errors.is_empty() {
-        return Err(checker.into_error());
-    }
-    sort(&mut checker.warnings);
-    sort(&mut checker.problems);
-    Ok(Config {
-        path: absolute.to_owned(),
-        daemon,
-        mirrors,
-        warnings: checker.warnings.iter().map(Diagnostic::to_string).collect(),
-        mirror_problems: checker.problems.iter().map(Diagnostic::to_string).collect(),
-    })
+    let mirrors = checker.mirrors(raw.mirror, &defaults);
+    checker.warn_if_default_protected_branches_unused(&defaults, &mirrors);
+    checker.into_config(absolute, daemon, mirrors)
+}
+
+/// Returns the problems of a file without errors, each with the mirror it concerns.
+fn named_problems(problems: Vec<(Option<MirrorName>, Diagnostic)>) -> Vec<MirrorProblem> {
+    // A mirror without a valid name always has an error (its name is missing, invalid or
+    // taken), so in a file without errors every problem has its mirror's name.
+    debug_assert!(problems.iter().all(|(mirror, _)| mirror.is_some()));
+    problems
+        .into_iter()
+        .filter_map(|(mirror, diagnostic)| {
+            Some(MirrorProblem {
+                mirror: mirror?,
+                diagnostic,
+            })
+        })
+        .collect()
 }
 
 /// Where an option was written.
@@ -203,6 +182,60 @@ impl Options {
     }
 }
 
+/// The mirror that a check is about, as its diagnostics name it.
+struct Subject {
+    /// The mirror's name, if it has a valid one (if not, the mirror has an error).
+    name: Option<MirrorName>,
+    /// "mirror `<name>`", or "mirror" when the name is missing or invalid.
+    label: String,
+}
+
+impl Subject {
+    fn new(name: Option<MirrorName>) -> Subject {
+        let label = name
+            .as_ref()
+            .map_or_else(|| "mirror".to_owned(), |n| format!("mirror `{n}`"));
+        Subject { name, label }
+    }
+}
+
+/// What validating the earlier mirrors of a file leaves for the later ones.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Each mirror name taken so far, and where it was written.
+    names: HashMap<String, Range<usize>>,
+    /// Whether the `password_file` of `[defaults]` was checked already: it is checked once,
+    /// not once per mirror that uses it.
+    defaults_password_file_checked: bool,
+}
+
+/// A mirror's `name`, `repo`, `url` and `create`, each left out if missing or invalid.
+struct Identity {
+    subject: Subject,
+    repo: Option<Setting<PathBuf>>,
+    url: Option<Setting<RemoteUrl>>,
+    create: bool,
+}
+
+/// A mirror's identity once the mirror has no errors.
+struct CheckedIdentity {
+    name: MirrorName,
+    repo: PathBuf,
+    url: RemoteUrl,
+    create: bool,
+}
+
+/// Where a mirror's password comes from, and the settings it was chosen from.
+struct Credentials<'o> {
+    source: PasswordSource,
+    /// The password file in force (the mirror's or the defaults'), to check.
+    file: Option<&'o Setting<PathBuf>>,
+    /// The mirror sets `password_file` or `password_env` itself.
+    own_password: bool,
+    /// The password keys in force are those of `[defaults]`.
+    from_defaults: bool,
+}
+
 /// Collects the diagnostics of one file.
 struct Checker<'a> {
     source: &'a str,
@@ -211,14 +244,15 @@ struct Checker<'a> {
     /// Where relative paths start: the file's directory.
     base_dir: &'a Path,
     errors: Vec<Diagnostic>,
-    /// Problems of one mirror only (see `Config::mirror_problems`).
-    problems: Vec<Diagnostic>,
+    /// Problems of one mirror only (see `Config::mirror_problems`), with the name of the
+    /// mirror when it has a valid one.
+    problems: Vec<(Option<MirrorName>, Diagnostic)>,
     warnings: Vec<Diagnostic>,
     /// Repositories already opened, and what opening them said.
     opened_repos: HashMap<PathBuf, Result<(), String>>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
     fn diagnostic(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
         Diagnostic::at(self.path, self.source, span.start, message)
     }
@@ -233,9 +267,10 @@ impl Checker<'_> {
         self.warnings.push(diagnostic);
     }
 
-    fn problem(&mut self, span: &Range<usize>, message: impl Into<String>) {
-        let diagnostic = self.diagnostic(span, message);
-        self.problems.push(diagnostic);
+    /// Records a problem of `subject` only; the message is prefixed with its label.
+    fn problem(&mut self, subject: &Subject, span: &Range<usize>, message: impl Display) {
+        let diagnostic = self.diagnostic(span, format!("{}: {message}", subject.label));
+        self.problems.push((subject.name.clone(), diagnostic));
     }
 
     /// Returns the 1-based line of a span, for messages that refer to another place.
@@ -246,11 +281,78 @@ impl Checker<'_> {
     /// Returns every diagnostic as one error: the errors, and the mirror problems found
     /// beside them (they are errors for `check-config` too), in file order.
     fn into_error(mut self) -> ConfigError {
-        self.errors.append(&mut self.problems);
+        let problems = self.problems.into_iter().map(|(_, diagnostic)| diagnostic);
+        self.errors.extend(problems);
         sort(&mut self.errors);
         ConfigError::Invalid {
             diagnostics: self.errors,
         }
+    }
+
+    /// Parses the TOML syntax (pass 1 of the module doc). Returns `None` after reporting a
+    /// syntax error.
+    fn parse(&mut self) -> Option<Spanned<DeTable<'a>>> {
+        match DeTable::parse(self.source) {
+            Ok(root) => Some(root),
+            Err(error) => {
+                let span = error.span().unwrap_or(0..0);
+                self.error(&span, format!("invalid TOML: {}", error.message()));
+                None
+            }
+        }
+    }
+
+    /// Validates every `[[mirror]]`, in file order. Returns those without errors.
+    fn mirrors(&mut self, raw: Vec<Spanned<RawMirror>>, defaults: &Options) -> Vec<Mirror> {
+        let mut seen = Seen::default();
+        let mut mirrors = Vec::with_capacity(raw.len());
+        for raw_mirror in raw {
+            if let Some(mirror) = self.mirror(raw_mirror, defaults, &mut seen) {
+                mirrors.push(mirror);
+            }
+        }
+        mirrors
+    }
+
+    /// Warns about `protected_branches` in `[defaults]` when no mirror (of a file otherwise
+    /// without errors) carries only protected branches.
+    fn warn_if_default_protected_branches_unused(
+        &mut self,
+        defaults: &Options,
+        mirrors: &[Mirror],
+    ) {
+        let any_protected = mirrors
+            .iter()
+            .any(|mirror| only_protected(&mirror.branches));
+        match &defaults.protected_branches {
+            Some(list) if !any_protected && self.errors.is_empty() => self.warning(
+                &list.span,
+                "`protected_branches` in [defaults] has no effect: no mirror sets \
+                 `only_protected_branches = true`",
+            ),
+            _ => {}
+        }
+    }
+
+    /// Returns the validated configuration, or every diagnostic if there were errors.
+    fn into_config(
+        mut self,
+        absolute: &Path,
+        daemon: DaemonConfig,
+        mirrors: Vec<Mirror>,
+    ) -> Result<Config, ConfigError> {
+        if !self.errors.is_empty() {
+            return Err(self.into_error());
+        }
+        sort(&mut self.warnings);
+        self.problems.sort_by_key(|(_, d)| (d.line, d.column));
+        Ok(Config {
+            path: absolute.to_owned(),
+            daemon,
+            mirrors,
+            warnings: self.warnings,
+            mirror_problems: named_problems(self.problems),
+        })
     }
 
     /// Deserializes the raw types, reporting every unknown key and wrong type (pass 2 of the
@@ -311,34 +413,14 @@ impl Checker<'_> {
         }
     }
 
+    /// Validates the `[daemon]` table; an invalid value is reported and its default used.
     fn daemon(&mut self, raw: RawDaemon) -> DaemonConfig {
         let state_dir = raw
             .state_dir
             .as_ref()
             .and_then(|dir| self.path_value("state_dir", dir))
             .map_or_else(|| PathBuf::from(super::DEFAULT_STATE_DIR), |dir| dir.value);
-        let socket = match &raw.socket {
-            Some(socket) => self
-                .path_value("socket", socket)
-                .map_or_else(|| super::default_socket(&state_dir), |s| s.value),
-            None => super::default_socket(&state_dir),
-        };
-        let socket_bytes = socket.as_os_str().len();
-        if socket_bytes > MAX_SOCKET_PATH_BYTES {
-            let span = raw
-                .socket
-                .as_ref()
-                .or(raw.state_dir.as_ref())
-                .map_or(0..0, Spanned::span);
-            self.error(
-                &span,
-                format!(
-                    "the control socket path {} is {socket_bytes} bytes long; Unix sockets \
-                     allow at most {MAX_SOCKET_PATH_BYTES}: set a shorter `socket`",
-                    socket.display()
-                ),
-            );
-        }
+        let socket = self.socket_path(&raw, &state_dir);
         let socket_group = raw.socket_group.and_then(|group| {
             if group.get_ref().is_empty() {
                 self.error(&group.span(), "`socket_group` is empty");
@@ -370,41 +452,38 @@ impl Checker<'_> {
         }
     }
 
+    /// Returns the control socket's path (`socket`, else in `state_dir`), reporting one too
+    /// long for a Unix socket address.
+    fn socket_path(&mut self, raw: &RawDaemon, state_dir: &Path) -> PathBuf {
+        let socket = match &raw.socket {
+            Some(socket) => self
+                .path_value("socket", socket)
+                .map_or_else(|| super::default_socket(state_dir), |s| s.value),
+            None => super::default_socket(state_dir),
+        };
+        let socket_bytes = socket.as_os_str().len();
+        if socket_bytes > MAX_SOCKET_PATH_BYTES {
+            let span = raw
+                .socket
+                .as_ref()
+                .or(raw.state_dir.as_ref())
+                .map_or(0..0, Spanned::span);
+            self.error(
+                &span,
+                format!(
+                    "the control socket path {} is {socket_bytes} bytes long; Unix sockets \
+                     allow at most {MAX_SOCKET_PATH_BYTES}: set a shorter `socket`",
+                    socket.display()
+                ),
+            );
+        }
+        socket
+    }
+
     /// Validates the options of one level, including the keys that exclude each other there.
     fn options(&mut self, raw: RawOptions, level: Level) -> Options {
-        let protected_branches = raw.protected_branches.map(|list| {
-            let span = list.span();
-            let mut patterns = Vec::new();
-            for pattern in list.into_inner() {
-                if pattern.get_ref().is_empty() {
-                    self.error(&pattern.span(), "empty pattern in `protected_branches`");
-                } else {
-                    patterns.push(BranchPattern::new(pattern.get_ref()));
-                }
-            }
-            Setting {
-                value: patterns,
-                span,
-            }
-        });
-        let mirror_branch_regex =
-            raw.mirror_branch_regex
-                .and_then(|regex| match regex::Regex::new(regex.get_ref()) {
-                    Ok(compiled) => Some(Setting {
-                        value: compiled,
-                        span: regex.span(),
-                    }),
-                    Err(error) => {
-                        self.error(
-                            &regex.span(),
-                            format!(
-                                "`mirror_branch_regex` is not a valid regex: {}",
-                                regex_error_summary(&error)
-                            ),
-                        );
-                        None
-                    }
-                });
+        let protected_branches = self.protected_branches(raw.protected_branches);
+        let mirror_branch_regex = self.mirror_branch_regex(raw.mirror_branch_regex);
         let username = raw.username.and_then(|user| {
             if user.get_ref().is_empty() {
                 self.error(&user.span(), "`username` is empty");
@@ -416,35 +495,10 @@ impl Checker<'_> {
             .password_file
             .as_ref()
             .and_then(|file| self.path_value("password_file", file));
-        let password_env = raw.password_env.and_then(|name| {
-            let valid = !name.get_ref().is_empty()
-                && !name.get_ref().contains(['=', '\0'])
-                && !name.get_ref().starts_with(|c: char| c.is_ascii_digit());
-            if !valid {
-                self.error(
-                    &name.span(),
-                    format!(
-                        "`password_env`: \"{}\" is not an environment variable name",
-                        name.get_ref()
-                    ),
-                );
-                return None;
-            }
-            Some(Setting::from_spanned(name))
-        });
+        let password_env = self.password_env(raw.password_env);
         let delay = self.duration("delay", raw.delay);
         let protected_delay = self.duration("protected_delay", raw.protected_delay);
-        let timeout = self.duration("timeout", raw.timeout).and_then(|timeout| {
-            if timeout.value.is_zero() {
-                self.error(
-                    &timeout.span,
-                    "`timeout` must be longer than zero; leave it out for the default \
-                     (1h, 3h for a first sync)",
-                );
-                return None;
-            }
-            Some(timeout)
-        });
+        let timeout = self.timeout(raw.timeout);
         let refs_per_push = raw.refs_per_push.and_then(|refs| {
             if *refs.get_ref() == 0 {
                 self.error(&refs.span(), "`refs_per_push` must be at least 1");
@@ -458,15 +512,7 @@ impl Checker<'_> {
             protected_branches,
             mirror_branch_regex,
             keep_divergent_refs: raw.keep_divergent_refs.map(Setting::from_spanned),
-            prune: raw.prune.map(|prune| {
-                let span = prune.span();
-                let value = match prune.into_inner() {
-                    RawPrune::Merged => Prune::Merged,
-                    RawPrune::All => Prune::All,
-                    RawPrune::None => Prune::None,
-                };
-                Setting { value, span }
-            }),
+            prune: raw.prune.map(prune_setting),
             username,
             password_file,
             password_env,
@@ -476,6 +522,90 @@ impl Checker<'_> {
             timeout,
             refs_per_push,
         };
+        self.check_exclusive_keys(&options, level);
+        options
+    }
+
+    /// Returns the `protected_branches` patterns, reporting (and leaving out) empty ones.
+    fn protected_branches(
+        &mut self,
+        raw: Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Option<Setting<Vec<BranchPattern>>> {
+        let list = raw?;
+        let span = list.span();
+        let mut patterns = Vec::new();
+        for pattern in list.into_inner() {
+            if pattern.get_ref().is_empty() {
+                self.error(&pattern.span(), "empty pattern in `protected_branches`");
+            } else {
+                patterns.push(BranchPattern::new(pattern.get_ref()));
+            }
+        }
+        Some(Setting {
+            value: patterns,
+            span,
+        })
+    }
+
+    /// Returns `mirror_branch_regex` compiled, or reports why it does not compile.
+    fn mirror_branch_regex(
+        &mut self,
+        raw: Option<Spanned<String>>,
+    ) -> Option<Setting<regex::Regex>> {
+        let regex = raw?;
+        match regex::Regex::new(regex.get_ref()) {
+            Ok(compiled) => Some(Setting {
+                value: compiled,
+                span: regex.span(),
+            }),
+            Err(error) => {
+                self.error(
+                    &regex.span(),
+                    format!(
+                        "`mirror_branch_regex` is not a valid regex: {}",
+                        regex_error_summary(&error)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Returns `password_env` if it can name an environment variable, reporting it otherwise.
+    fn password_env(&mut self, raw: Option<Spanned<String>>) -> Option<Setting<String>> {
+        let name = raw?;
+        let valid = !name.get_ref().is_empty()
+            && !name.get_ref().contains(['=', '\0'])
+            && !name.get_ref().starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            self.error(
+                &name.span(),
+                format!(
+                    "`password_env`: \"{}\" is not an environment variable name",
+                    name.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(Setting::from_spanned(name))
+    }
+
+    /// Returns `timeout` if it is a duration longer than zero, reporting it otherwise.
+    fn timeout(&mut self, raw: Option<Spanned<String>>) -> Option<Setting<Duration>> {
+        let timeout = self.duration("timeout", raw)?;
+        if timeout.value.is_zero() {
+            self.error(
+                &timeout.span,
+                "`timeout` must be longer than zero; leave it out for the default \
+                 (1h, 3h for a first sync)",
+            );
+            return None;
+        }
+        Some(timeout)
+    }
+
+    /// Reports keys that exclude each other written at the same `level`.
+    fn check_exclusive_keys(&mut self, options: &Options, level: Level) {
         let scope = match level {
             Level::Defaults => " in [defaults]",
             Level::Mirror => "",
@@ -499,43 +629,105 @@ impl Checker<'_> {
             );
             self.error(&env.span, message);
         }
-        options
     }
 
     /// Validates one `[[mirror]]` with `[defaults]` applied. Returns `None` if it has errors
     /// (they are reported).
     fn mirror(
         &mut self,
-        raw: Spanned<super::raw::RawMirror>,
+        raw: Spanned<RawMirror>,
         defaults: &Options,
-        names: &mut HashMap<String, Range<usize>>,
-        password_file_of_defaults_checked: &mut bool,
+        seen: &mut Seen,
     ) -> Option<Mirror> {
         let errors_before = self.errors.len();
         let header = raw.span();
         let (identity, own) = raw.into_inner().split();
         let own = self.options(own, Level::Mirror);
+        let identity = self.identity(identity, &header, &mut seen.names);
+        let branches = branch_filter(&own, defaults);
+        if let (Some(list), false) = (&own.protected_branches, only_protected(&branches)) {
+            self.warning(
+                &list.span,
+                format!(
+                    "`protected_branches` of {} has no effect without \
+                     `only_protected_branches = true`",
+                    identity.subject.label
+                ),
+            );
+        }
+        let credentials = self.credentials(identity.url.as_ref(), &own, defaults);
+        self.check_mirror_files(
+            &identity,
+            &credentials,
+            &mut seen.defaults_password_file_checked,
+        );
 
-        let name = match identity.name {
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let Identity {
+            subject,
+            repo,
+            url,
+            create,
+        } = identity;
+        let checked = CheckedIdentity {
+            name: subject.name?,
+            repo: repo?.value,
+            url: url?.value,
+            create,
+        };
+        Some(assemble_mirror(
+            checked,
+            branches,
+            credentials.source,
+            &own,
+            defaults,
+        ))
+    }
+
+    /// Checks a mirror's `name`, `repo`, `url` and `create`; each one missing or invalid is
+    /// reported and left out.
+    fn identity(
+        &mut self,
+        raw: RawIdentity,
+        header: &Range<usize>,
+        names: &mut HashMap<String, Range<usize>>,
+    ) -> Identity {
+        let name = match raw.name {
             None => {
-                self.error(&header, "missing required key `name` in [[mirror]]");
+                self.error(header, "missing required key `name` in [[mirror]]");
                 None
             }
             Some(name) => self.mirror_name(&name, names),
         };
-        let label = name
-            .as_ref()
-            .map_or_else(|| "mirror".to_owned(), |n| format!("mirror `{n}`"));
-        let repo = match &identity.repo {
+        let repo = match &raw.repo {
             None => {
-                self.error(&header, "missing required key `repo` in [[mirror]]");
+                self.error(header, "missing required key `repo` in [[mirror]]");
                 None
             }
             Some(repo) => self.path_value("repo", repo),
         };
-        let url = match &identity.url {
+        let url = self.url(raw.url.as_ref(), header);
+        let create = raw.create.as_ref().is_some_and(|c| *c.get_ref());
+        Identity {
+            subject: Subject::new(name),
+            repo,
+            url,
+            create,
+        }
+    }
+
+    /// Returns the mirror's `url` parsed, reporting it missing or empty. An unsupported
+    /// scheme is parsed too (see `check_url`).
+    fn url(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        header: &Range<usize>,
+    ) -> Option<Setting<RemoteUrl>> {
+        match raw {
             None => {
-                self.error(&header, "missing required key `url` in [[mirror]]");
+                self.error(header, "missing required key `url` in [[mirror]]");
                 None
             }
             Some(url) if url.get_ref().trim().is_empty() => {
@@ -555,67 +747,24 @@ impl Checker<'_> {
                     span: url.span(),
                 })
             }
-        };
-        let create = identity.create.as_ref().is_some_and(|c| *c.get_ref());
-
-        // Branch filter: the mirror's choice replaces the default's as a whole.
-        let filter_source = if own.chooses_branch_filter() {
-            &own
-        } else {
-            defaults
-        };
-        let only_protected = own
-            .only_protected_branches
-            .as_ref()
-            .or(filter_source.only_protected_branches.as_ref())
-            .is_some_and(|only| only.value);
-        let protected_branches = own
-            .protected_branches
-            .as_ref()
-            .or(defaults.protected_branches.as_ref());
-        let branches = if only_protected {
-            match protected_branches {
-                Some(list) => BranchFilter::Protected(list.value.clone()),
-                None => BranchFilter::DefaultBranch,
-            }
-        } else {
-            match filter_source.mirror_branch_regex.as_ref() {
-                Some(regex) => BranchFilter::Regex(regex.value.clone()),
-                None => BranchFilter::All,
-            }
-        };
-        if let (Some(list), false) = (&own.protected_branches, only_protected) {
-            self.warning(
-                &list.span,
-                format!(
-                    "`protected_branches` of {label} has no effect without \
-                     `only_protected_branches = true`"
-                ),
-            );
         }
+    }
 
-        // Credentials: the mirror's own source replaces the defaults' as a whole.
-        let url_password = url
-            .as_ref()
-            .is_some_and(|url| url.value.password().is_some());
+    /// Returns where a mirror's password comes from: the mirror's own source replaces the
+    /// defaults' as a whole, and a password embedded in `url` replaces both (password keys
+    /// of the mirror beside it are reported).
+    fn credentials<'o>(
+        &mut self,
+        url: Option<&Setting<RemoteUrl>>,
+        own: &'o Options,
+        defaults: &'o Options,
+    ) -> Credentials<'o> {
+        let url_password = url.is_some_and(|url| url.value.password().is_some());
         if url_password {
-            for (key, span) in [
-                ("password_file", own.password_file.as_ref().map(|f| &f.span)),
-                ("password_env", own.password_env.as_ref().map(|e| &e.span)),
-            ] {
-                if let Some(span) = span {
-                    self.error(
-                        span,
-                        format!(
-                            "`{key}` cannot be used with a password embedded in `url`: keep \
-                             only one (preferably `{key}`)"
-                        ),
-                    );
-                }
-            }
+            self.reject_password_keys_beside_url_password(own);
         }
         let own_password = own.password_file.is_some() || own.password_env.is_some();
-        let (password_file, password_env, password_from_defaults) = if own_password {
+        let (file, env, from_defaults) = if own_password {
             (own.password_file.as_ref(), own.password_env.as_ref(), false)
         } else if url_password {
             (None, None, false)
@@ -626,77 +775,61 @@ impl Checker<'_> {
                 true,
             )
         };
-        let password = match (password_file, password_env) {
+        let source = match (file, env) {
             (Some(file), _) => PasswordSource::File(file.value.clone()),
             (None, Some(env)) => PasswordSource::Env(env.value.clone()),
             (None, None) if url_password => PasswordSource::Url,
             (None, None) => PasswordSource::None,
         };
-
-        if let Some(url) = &url {
-            self.check_url(&label, url, own_password);
+        Credentials {
+            source,
+            file,
+            own_password,
+            from_defaults,
         }
-        if let Some(repo) = &repo
-            && !create
+    }
+
+    /// Reports the mirror's `password_file` and `password_env`: its URL embeds a password.
+    fn reject_password_keys_beside_url_password(&mut self, own: &Options) {
+        for (key, span) in [
+            ("password_file", own.password_file.as_ref().map(|f| &f.span)),
+            ("password_env", own.password_env.as_ref().map(|e| &e.span)),
+        ] {
+            if let Some(span) = span {
+                self.error(
+                    span,
+                    format!(
+                        "`{key}` cannot be used with a password embedded in `url`: keep only \
+                         one (preferably `{key}`)"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Checks what a mirror names outside the file: its URL's scheme, its repository (unless
+    /// the daemon creates it) and its password file (one of `[defaults]` only once).
+    fn check_mirror_files(
+        &mut self,
+        identity: &Identity,
+        credentials: &Credentials<'_>,
+        defaults_password_file_checked: &mut bool,
+    ) {
+        let subject = &identity.subject;
+        if let Some(url) = &identity.url {
+            self.check_url(subject, url, credentials.own_password);
+        }
+        if let Some(repo) = &identity.repo
+            && !identity.create
         {
-            self.check_repository(&label, repo);
+            self.check_repository(subject, repo);
         }
         // A password file of `[defaults]` is checked once, not once per mirror using it.
-        let already_checked = password_from_defaults && *password_file_of_defaults_checked;
-        if let (Some(file), false) = (password_file, already_checked) {
-            *password_file_of_defaults_checked |= password_from_defaults;
-            self.check_password_file(&label, file);
+        let already_checked = credentials.from_defaults && *defaults_password_file_checked;
+        if let (Some(file), false) = (credentials.file, already_checked) {
+            *defaults_password_file_checked |= credentials.from_defaults;
+            self.check_password_file(subject, file);
         }
-
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let (name, repo, url) = (name?, repo?, url?);
-        let username = own
-            .username
-            .as_ref()
-            .or(defaults.username.as_ref())
-            .map(|user| user.value.clone())
-            // An ssh URL's user is part of the address git is given, not an HTTP user name.
-            .or_else(|| {
-                url.value
-                    .user()
-                    .filter(|_| url.value.is_http())
-                    .map(str::to_owned)
-            });
-        Some(Mirror {
-            name,
-            repo: repo.value,
-            url: url.value,
-            create,
-            enabled: value_or(&own.enabled, &defaults.enabled, true),
-            branches,
-            keep_divergent_refs: value_or(
-                &own.keep_divergent_refs,
-                &defaults.keep_divergent_refs,
-                false,
-            ),
-            prune: value_or(&own.prune, &defaults.prune, Prune::Merged),
-            username,
-            password,
-            delay: value_or(&own.delay, &defaults.delay, DEFAULT_DELAY),
-            protected_delay: value_or(
-                &own.protected_delay,
-                &defaults.protected_delay,
-                DEFAULT_PROTECTED_DELAY,
-            ),
-            retries: value_or(&own.retries, &defaults.retries, DEFAULT_RETRIES),
-            timeout: own
-                .timeout
-                .as_ref()
-                .or(defaults.timeout.as_ref())
-                .map(|t| t.value),
-            refs_per_push: value_or(
-                &own.refs_per_push,
-                &defaults.refs_per_push,
-                DEFAULT_REFS_PER_PUSH,
-            ),
-        })
     }
 
     /// Returns the mirror's name if it is valid and not taken, reporting it otherwise.
@@ -730,9 +863,10 @@ impl Checker<'_> {
     }
 
     /// Reports an unsupported scheme (a mirror problem) and credentials in the URL (a warning).
-    fn check_url(&mut self, label: &str, url: &Setting<RemoteUrl>, own_password: bool) {
+    fn check_url(&mut self, subject: &Subject, url: &Setting<RemoteUrl>, own_password: bool) {
+        let label = &subject.label;
         if let Some(reason) = url.value.unsupported_reason() {
-            self.problem(&url.span, format!("{label}: {reason}"));
+            self.problem(subject, &url.span, reason);
             return;
         }
         if url.value.has_embedded_credentials() {
@@ -761,19 +895,21 @@ impl Checker<'_> {
     }
 
     /// Reports a repository that is missing or that libgit2 cannot open (a mirror problem).
-    fn check_repository(&mut self, label: &str, repo: &Setting<PathBuf>) {
+    fn check_repository(&mut self, subject: &Subject, repo: &Setting<PathBuf>) {
         let path = repo.value.display();
         match std::fs::metadata(&repo.value) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 self.problem(
+                    subject,
                     &repo.span,
-                    format!("{label}: repository {path} does not exist"),
+                    format!("repository {path} does not exist"),
                 );
             }
             Err(error) => {
                 self.problem(
+                    subject,
                     &repo.span,
-                    format!("{label}: cannot access repository {path}: {error}"),
+                    format!("cannot access repository {path}: {error}"),
                 );
             }
             Ok(_) => {
@@ -789,8 +925,9 @@ impl Checker<'_> {
                     .clone();
                 if let Err(message) = opened {
                     self.problem(
+                        subject,
                         &repo.span,
-                        format!("{label}: {path} is not a readable git repository: {message}"),
+                        format!("{path} is not a readable git repository: {message}"),
                     );
                 }
             }
@@ -799,29 +936,134 @@ impl Checker<'_> {
 
     /// Reports a password file that is missing, unreadable, or open to group or others
     /// (SPEC.md section 8: such a file is refused).
-    fn check_password_file(&mut self, label: &str, file: &Setting<PathBuf>) {
+    fn check_password_file(&mut self, subject: &Subject, file: &Setting<PathBuf>) {
         use std::os::unix::fs::PermissionsExt;
         let path = file.value.display();
         let message = match std::fs::metadata(&file.value) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                format!("{label}: password file {path} does not exist")
+                format!("password file {path} does not exist")
             }
-            Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+            Err(error) => format!("cannot read password file {path}: {error}"),
             Ok(meta) if !meta.is_file() => {
-                format!("{label}: password file {path} is not a regular file")
+                format!("password file {path} is not a regular file")
             }
             Ok(meta) if too_open(meta.permissions().mode()) => format!(
-                "{label}: refusing {path}: it is readable by group or others (mode {:04o}); \
+                "refusing {path}: it is readable by group or others (mode {:04o}); \
                  chmod 600 it",
                 meta.permissions().mode() & 0o7777
             ),
             Ok(_) => match std::fs::File::open(&file.value) {
                 Ok(_) => return,
-                Err(error) => format!("{label}: cannot read password file {path}: {error}"),
+                Err(error) => format!("cannot read password file {path}: {error}"),
             },
         };
-        self.problem(&file.span, message);
+        self.problem(subject, &file.span, message);
     }
+}
+
+/// Returns the branch filter of a mirror: its own choice replaces the default's as a whole.
+fn branch_filter(own: &Options, defaults: &Options) -> BranchFilter {
+    let filter_source = if own.chooses_branch_filter() {
+        own
+    } else {
+        defaults
+    };
+    let only_protected = own
+        .only_protected_branches
+        .as_ref()
+        .or(filter_source.only_protected_branches.as_ref())
+        .is_some_and(|only| only.value);
+    let protected_branches = own
+        .protected_branches
+        .as_ref()
+        .or(defaults.protected_branches.as_ref());
+    if only_protected {
+        match protected_branches {
+            Some(list) => BranchFilter::Protected(list.value.clone()),
+            None => BranchFilter::DefaultBranch,
+        }
+    } else {
+        match filter_source.mirror_branch_regex.as_ref() {
+            Some(regex) => BranchFilter::Regex(regex.value.clone()),
+            None => BranchFilter::All,
+        }
+    }
+}
+
+/// Returns true for the filters of `only_protected_branches = true`.
+fn only_protected(filter: &BranchFilter) -> bool {
+    matches!(
+        filter,
+        BranchFilter::Protected(_) | BranchFilter::DefaultBranch
+    )
+}
+
+/// Returns the mirror that `identity`, its branch filter and password source make, with
+/// every other option taken from the mirror, else `[defaults]`, else the built-in default.
+fn assemble_mirror(
+    identity: CheckedIdentity,
+    branches: BranchFilter,
+    password: PasswordSource,
+    own: &Options,
+    defaults: &Options,
+) -> Mirror {
+    let username = own
+        .username
+        .as_ref()
+        .or(defaults.username.as_ref())
+        .map(|user| user.value.clone())
+        // An ssh URL's user is part of the address git is given, not an HTTP user name.
+        .or_else(|| {
+            identity
+                .url
+                .user()
+                .filter(|_| identity.url.is_http())
+                .map(str::to_owned)
+        });
+    Mirror {
+        name: identity.name,
+        repo: identity.repo,
+        url: identity.url,
+        create: identity.create,
+        enabled: value_or(&own.enabled, &defaults.enabled, true),
+        branches,
+        keep_divergent_refs: value_or(
+            &own.keep_divergent_refs,
+            &defaults.keep_divergent_refs,
+            false,
+        ),
+        prune: value_or(&own.prune, &defaults.prune, Prune::Merged),
+        username,
+        password,
+        delay: value_or(&own.delay, &defaults.delay, DEFAULT_DELAY),
+        protected_delay: value_or(
+            &own.protected_delay,
+            &defaults.protected_delay,
+            DEFAULT_PROTECTED_DELAY,
+        ),
+        retries: value_or(&own.retries, &defaults.retries, DEFAULT_RETRIES),
+        timeout: own
+            .timeout
+            .as_ref()
+            .or(defaults.timeout.as_ref())
+            .map(|t| t.value),
+        refs_per_push: value_or(
+            &own.refs_per_push,
+            &defaults.refs_per_push,
+            DEFAULT_REFS_PER_PUSH,
+        ),
+    }
+}
+
+/// Returns the validated `prune` setting.
+fn prune_setting(prune: Spanned<RawPrune>) -> Setting<Prune> {
+    let span = prune.span();
+    let value = match prune.into_inner() {
+        RawPrune::Merged => Prune::Merged,
+        RawPrune::All => Prune::All,
+        RawPrune::None => Prune::None,
+    };
+    Setting { value, span }
 }
 
 /// Returns the mirror's value, else the default's, else `fallback`.
@@ -938,6 +1180,11 @@ mod tests {
         })
     }
 
+    /// Returns each diagnostic as `check-config` prints it.
+    fn texts(diagnostics: &[impl std::fmt::Display]) -> Vec<String> {
+        diagnostics.iter().map(ToString::to_string).collect()
+    }
+
     fn valid(text: &str) -> Config {
         match check(text) {
             Ok(config) => config,
@@ -994,7 +1241,7 @@ mod tests {
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         // The repository does not exist: a problem of that mirror, not an error of the file.
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             ["c.toml:3:8: mirror `app`: repository /base/repos/app.git does not exist"]
         );
     }
@@ -1111,7 +1358,7 @@ mod tests {
         let config = valid(&format!("{MIRROR}protected_branches = [\"main\"]\n"));
         assert!(matches!(config.mirrors[0].branches, BranchFilter::All));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             [
                 "c.toml:5:22: `protected_branches` of mirror `app` has no effect without \
               `only_protected_branches = true`"
@@ -1121,7 +1368,7 @@ mod tests {
             "[defaults]\nprotected_branches = [\"main\"]\n{MIRROR}"
         ));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             [
                 "c.toml:2:22: `protected_branches` in [defaults] has no effect: no mirror sets \
               `only_protected_branches = true`"
@@ -1313,7 +1560,7 @@ mod tests {
         assert!(matches!(mirror.password, PasswordSource::Url));
         assert_eq!(mirror.username.as_deref(), Some("bot"));
         assert_eq!(
-            config.warnings,
+            texts(&config.warnings),
             ["c.toml:6:7: the url of mirror `app` embeds credentials \
               (https://*****:*****@example.com/app.git): move the password to \
               `password_file` (mode 600) and the user to `username`"]
@@ -1338,7 +1585,7 @@ mod tests {
             PasswordSource::File(path) if path == Path::new("/base/secrets/b.token")
         ));
         assert!(
-            config.mirror_problems.contains(
+            texts(&config.mirror_problems).contains(
                 &"c.toml:11:17: mirror `b`: password file /base/secrets/b.token does not exist"
                     .to_owned()
             ),
@@ -1348,11 +1595,25 @@ mod tests {
     }
 
     #[test]
+    fn mirror_problems_name_their_mirror() {
+        let config = valid(
+            "[[mirror]]\nname = \"a\"\nrepo = \"/r.git\"\nurl = \"https://h/a.git\"\n\
+             [[mirror]]\nname = \"b\"\nrepo = \"/r.git\"\nurl = \"ftp://h/b.git\"\n",
+        );
+        let named: Vec<(&str, usize)> = config
+            .mirror_problems
+            .iter()
+            .map(|problem| (problem.mirror.as_str(), problem.diagnostic.line))
+            .collect();
+        assert_eq!(named, [("a", 3), ("b", 7), ("b", 8)]);
+    }
+
+    #[test]
     fn unsupported_scheme_is_a_mirror_problem() {
         let config =
             valid("[[mirror]]\nname = \"app\"\nrepo = \"/r.git\"\nurl = \"ftp://h/app.git\"\n");
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             [
                 "c.toml:3:8: mirror `app`: repository /r.git does not exist",
                 "c.toml:4:7: mirror `app`: unsupported URL scheme 'ftp' in ftp://h/app.git: \
@@ -1375,7 +1636,7 @@ mod tests {
         let config = check_in(text, dir.path()).expect("valid file");
         let base = dir.path().display();
         assert_eq!(
-            config.mirror_problems,
+            texts(&config.mirror_problems),
             [
                 format!(
                     "c.toml:5:17: mirror `app`: refusing {base}/token: it is readable by \

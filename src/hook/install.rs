@@ -171,24 +171,9 @@ fn install_in_dir(
 ) -> Result<Installed, InstallError> {
     let hook = hooks_dir.join(HOOK);
     let chained = hooks_dir.join(CHAINED);
-    let write_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| InstallError::Write { path, source }
-    };
     fs::create_dir_all(hooks_dir).map_err(write_error(hooks_dir))?;
 
-    let existing = match fs::read(&hook) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // A dangling symlink reads as missing but is still a hook someone put there.
-            if fs::symlink_metadata(&hook).is_ok() {
-                Some(Vec::new())
-            } else {
-                None
-            }
-        }
-        Err(e) => return Err(write_error(&hook)(e)),
-    };
+    let existing = read_hook(&hook)?;
     let ours = existing.as_deref().is_some_and(is_ours);
 
     if ours {
@@ -204,27 +189,55 @@ fn install_in_dir(
             .map_err(write_error(&hook))?;
         return Ok(Installed::Fresh);
     };
-    if chained_present(&chained) {
-        return Err(InstallError::ChainedExists {
-            existing: hook,
-            chained,
-        });
-    }
-    // Keep the old hook in place until ours replaces it: link first (never clobbers), then
-    // rename ours over it.
-    fs::hard_link(&hook, &chained).map_err(|source| match source.kind() {
-        io::ErrorKind::AlreadyExists => InstallError::ChainedExists {
-            existing: hook.clone(),
-            chained: chained.clone(),
-        },
-        _ => InstallError::Write {
-            path: chained.clone(),
-            source,
-        },
-    })?;
+    keep_as_chained(&hook, &chained)?;
     write_atomically(&hook, &script(binary, config_path, true), HOOK_MODE)
         .map_err(write_error(&hook))?;
     Ok(Installed::Chaining)
+}
+
+/// Returns a function that turns an I/O error about `path` into [`InstallError::Write`].
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> InstallError + use<> {
+    let path = path.to_owned();
+    move |source| InstallError::Write { path, source }
+}
+
+/// Returns the content of the hook at `hook`, `None` if there is none.
+fn read_hook(hook: &Path) -> Result<Option<Vec<u8>>, InstallError> {
+    match fs::read(hook) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // A dangling symlink reads as missing but is still a hook someone put there.
+            if fs::symlink_metadata(hook).is_ok() {
+                Ok(Some(Vec::new()))
+            } else {
+                Ok(None)
+            }
+        }
+        Err(e) => Err(write_error(hook)(e)),
+    }
+}
+
+/// Gives the existing (foreign) hook at `hook` the second name `chained`, so that ours can
+/// run it; refuses if `chained` already exists.
+fn keep_as_chained(hook: &Path, chained: &Path) -> Result<(), InstallError> {
+    if chained_present(chained) {
+        return Err(InstallError::ChainedExists {
+            existing: hook.to_owned(),
+            chained: chained.to_owned(),
+        });
+    }
+    // Keep the old hook in place until ours replaces it: link first (never clobbers), then
+    // the caller renames ours over it.
+    fs::hard_link(hook, chained).map_err(|source| match source.kind() {
+        io::ErrorKind::AlreadyExists => InstallError::ChainedExists {
+            existing: hook.to_owned(),
+            chained: chained.to_owned(),
+        },
+        _ => InstallError::Write {
+            path: chained.to_owned(),
+            source,
+        },
+    })
 }
 
 fn chained_present(chained: &Path) -> bool {

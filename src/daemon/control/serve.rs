@@ -1,0 +1,664 @@
+//! Serving the bound control socket: accepting connections, reading bounded request lines,
+//! handing requests to the daemon and writing its answers, until shutdown.
+//!
+//! After mini-redis's `server.rs`: a `Semaphore` permit is taken *before* `accept` and moved
+//! into the connection's task, so that a client is never accepted that cannot be served;
+//! clients beyond the limit wait in the kernel's backlog. Our additions are the bounds on what
+//! one connection may cost (see [`Limits`]): each request line has a size limit and a
+//! deadline, shortened to [`Limits::busy_grace`] while every permit is taken, so that idle
+//! clients make room for those that talk. The accept loop and each connection are separate
+//! functions because they have separate lifetimes: the loop ends at shutdown, connections
+//! end when their client does, or at shutdown after a short grace for a pending answer.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, instrument, warn};
+
+use super::bind::remove_socket;
+use super::{Incoming, Limits, Peer, peer};
+use crate::protocol::{
+    ErrorKind, LineRead, Request, Response, decode_request, encode_response, read_line_bounded,
+};
+
+/// How long a connection waiting for the daemon's answer still waits once shutdown began,
+/// before it answers `shutting_down` itself. Short: the hook's whole budget is about a second.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Longest time spent discarding the rest of an oversized or forbidden request before the
+/// connection is closed (see `close_after_reply`).
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Line buffers larger than this are released after their request, so that one large request
+/// does not pin its memory for the rest of a long-lived connection.
+const KEEP_BUFFER_BYTES: usize = 64 << 10;
+
+/// How long the accept loop pauses after `accept` failed (EMFILE and friends), so that it
+/// backs off instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Everything a connection task needs, shared.
+struct Context {
+    limits: Limits,
+    requests: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+    daemon_uid: u32,
+    /// True while the accept loop waits for a permit (every one is taken); connections
+    /// waiting for a request meanwhile shorten their deadline to [`Limits::busy_grace`].
+    /// A level, not an event: a connection that starts waiting while it is true sheds too.
+    pressure: watch::Sender<bool>,
+}
+
+/// Serves the control socket until `shutdown` is cancelled; returns after the socket file is
+/// removed and every connection has ended (see the module docs).
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    limits: Limits,
+    requests: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+) {
+    // Remember which file we listen on, so that shutdown never removes the socket of a
+    // daemon that replaced ours.
+    let socket = SocketFile::of(&listener);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    let context = Arc::new(Context {
+        limits,
+        requests,
+        shutdown: shutdown.clone(),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        daemon_uid: unsafe { libc::geteuid() },
+        pressure: watch::Sender::new(false),
+    });
+
+    // The permit comes first: while every permit is taken, new clients wait in the kernel's
+    // backlog instead of being accepted and starved.
+    while let Some(permit) = next_permit(&permits, &context).await {
+        let stream = match accept(&listener, &shutdown).await {
+            Accepted::Stream(stream) => stream,
+            // The permit is released when it drops here.
+            Accepted::Retry => continue,
+            Accepted::Shutdown => break,
+        };
+        connections.spawn(handle_connection(stream, context.clone(), permit));
+    }
+
+    drop(listener);
+    if let Some(socket) = socket {
+        socket.remove_if_unchanged();
+    }
+    connections.close();
+    connections.wait().await;
+    debug!("control socket closed");
+}
+
+/// The socket file [`serve`] listens on, identified by device and inode so that a file that
+/// replaced it is recognised as someone else's.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// Returns the file that `listener` is bound to, if it has a path that still exists.
+    fn of(listener: &tokio::net::UnixListener) -> Option<SocketFile> {
+        let addr = listener.local_addr().ok()?;
+        let path = addr.as_pathname().map(Path::to_owned)?;
+        let meta = fs::symlink_metadata(&path).ok()?;
+        Some(SocketFile {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            path,
+        })
+    }
+
+    /// Removes the socket file if it is still the one we bound.
+    fn remove_if_unchanged(self) {
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                remove_socket(&self.path)
+            }
+            _ => debug!(socket = %self.path.display(), "socket file replaced or gone; left alone"),
+        }
+    }
+}
+
+/// Returns a permit for the next connection, waiting while every permit is taken; `None`
+/// once shutdown begins.
+///
+/// While it waits, connections that hold a permit without sending a request are told to make
+/// room (see [`Context::pressure`]), so that a flood of idle clients delays the others by
+/// rounds of `busy_grace`, not of `read_timeout` (the backlog is served in order).
+async fn next_permit(permits: &Arc<Semaphore>, context: &Context) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    debug!(
+        limit = context.limits.max_connections,
+        "connection limit reached; shedding connections that send nothing"
+    );
+    context.pressure.send_replace(true);
+    let permit = tokio::select! {
+        _ = context.shutdown.cancelled() => return None,
+        // The semaphore is never closed; stop rather than spin if it were.
+        permit = permits.clone().acquire_owned() => permit.ok()?,
+    };
+    context.pressure.send_replace(false);
+    Some(permit)
+}
+
+/// What one `accept` on the listener came to.
+enum Accepted {
+    Stream(UnixStream),
+    /// `accept` failed and the loop backed off; try again with a fresh permit.
+    Retry,
+    Shutdown,
+}
+
+/// Accepts the next connection, unless shutdown begins first.
+async fn accept(listener: &tokio::net::UnixListener, shutdown: &CancellationToken) -> Accepted {
+    tokio::select! {
+        _ = shutdown.cancelled() => Accepted::Shutdown,
+        accepted = listener.accept() => match accepted {
+            Ok((stream, _)) => Accepted::Stream(stream),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(cause = %e, "cannot accept a control connection");
+                tokio::select! {
+                    _ = shutdown.cancelled() => Accepted::Shutdown,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => Accepted::Retry,
+                }
+            }
+        },
+    }
+}
+
+/// Reads request lines from one client and answers each, until it closes, stays idle past
+/// the read timeout, sends an oversized line, or the daemon shuts down.
+#[instrument(name = "control", skip_all, fields(peer_pid, peer_uid))]
+async fn handle_connection(
+    stream: UnixStream,
+    context: Arc<Context>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let peer = match peer::connected_peer(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            debug!(cause = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    record_peer(&peer);
+    let allowed = peer::may_use_socket(&peer, context.daemon_uid, context.limits.allowed_gid);
+    if !allowed {
+        warn!("peer may not use the control socket");
+    }
+
+    let limits = &context.limits;
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(KEEP_BUFFER_BYTES, reader);
+    let mut line = Vec::new();
+    loop {
+        reuse_line_buffer(&mut line);
+        let Some(read) = read_request_line(&mut reader, &mut line, &context).await else {
+            return;
+        };
+        let response = match read {
+            Err(e) => {
+                debug!(cause = %e, "read failed; closing");
+                return;
+            }
+            Ok(LineRead::Eof) => return,
+            Ok(LineRead::TooLarge) => {
+                warn!(
+                    limit = limits.max_request_bytes,
+                    "request too large; closing"
+                );
+                let reply = too_large(limits.max_request_bytes);
+                return refuse(&mut reader, &mut writer, &reply, limits.read_timeout).await;
+            }
+            Ok(LineRead::Line) if !allowed => {
+                let reply = forbidden(peer.uid);
+                return refuse(&mut reader, &mut writer, &reply, limits.read_timeout).await;
+            }
+            Ok(LineRead::Line) => answer(&line, peer, &context).await,
+        };
+        if let Err(e) = write_response(&mut writer, &response, limits.read_timeout).await {
+            debug!(cause = %e, "cannot write the reply; closing");
+            return;
+        }
+    }
+}
+
+/// Records the peer's pid and uid on the connection's span.
+fn record_peer(peer: &Peer) {
+    let span = tracing::Span::current();
+    if let Some(pid) = peer.pid {
+        span.record("peer_pid", pid);
+    }
+    span.record("peer_uid", peer.uid);
+}
+
+/// Empties `line` for the next request, releasing its memory if one large request grew it
+/// past [`KEEP_BUFFER_BYTES`].
+fn reuse_line_buffer(line: &mut Vec<u8>) {
+    line.clear();
+    if line.capacity() > KEEP_BUFFER_BYTES {
+        *line = Vec::new();
+    }
+}
+
+/// Returns the answer to one complete request line: the daemon's, or a `bad_request` error
+/// when the line does not decode.
+async fn answer(line: &[u8], peer: Peer, context: &Context) -> Response {
+    match decode_request(line) {
+        Ok(request) => dispatch(request, peer, context).await,
+        Err(reply) => {
+            debug!("malformed request line");
+            reply
+        }
+    }
+}
+
+/// Writes `reply` and ends the connection (see [`close_after_reply`]).
+async fn refuse(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+    reply: &Response,
+    timeout: Duration,
+) {
+    let _ = write_response(writer, reply, timeout).await;
+    close_after_reply(reader, writer, timeout).await;
+}
+
+/// Waits for one request line within the connection's deadline. Returns `None` when the
+/// connection should end without an answer: shutdown, or no complete line in time. The
+/// deadline is [`Limits::read_timeout`], shortened to [`Limits::busy_grace`] (counted from
+/// the start of the wait) while the accept loop reports that every permit is taken.
+async fn read_request_line(
+    reader: &mut BufReader<OwnedReadHalf>,
+    line: &mut Vec<u8>,
+    context: &Context,
+) -> Option<io::Result<LineRead>> {
+    let limits = &context.limits;
+    let started = tokio::time::Instant::now();
+    let mut deadline = started + limits.read_timeout;
+    let mut pressure = context.pressure.subscribe();
+    let (mut watching, mut shedding) = (true, false);
+    let read = read_line_bounded(reader, line, limits.max_request_bytes);
+    tokio::pin!(read);
+    loop {
+        if watching && *pressure.borrow_and_update() {
+            (watching, shedding) = (false, true);
+            deadline = deadline.min(started + limits.busy_grace);
+        }
+        tokio::select! {
+            _ = context.shutdown.cancelled() => return None,
+            result = &mut read => return Some(result),
+            _ = tokio::time::sleep_until(deadline) => {
+                if shedding {
+                    debug!("connection limit reached and no request yet; closing to make room");
+                } else {
+                    debug!("no complete request within the read timeout; closing");
+                }
+                return None;
+            }
+            // Looked at again at the top of the loop. The sender lives in `context`, so it
+            // cannot be gone; stop watching rather than spin if it were.
+            changed = pressure.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                }
+            }
+        }
+    }
+}
+
+/// Ends a connection whose client may still be sending, so that it still reads the reply
+/// just written: closing a Unix socket with unread input resets the connection, and the
+/// client would see `ECONNRESET` instead of the reply. So: end our side, then read and
+/// discard (never buffer) what is still coming until the client closes, for at most
+/// `limit` (capped at [`DRAIN_LIMIT`]).
+async fn close_after_reply(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+    limit: Duration,
+) {
+    let _ = writer.shutdown().await;
+    let drain = async {
+        loop {
+            match reader.fill_buf().await {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    reader.consume(n);
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit.min(DRAIN_LIMIT), drain).await;
+}
+
+/// Hands `request` to the daemon and waits for its answer.
+async fn dispatch(request: Request, peer: Peer, context: &Context) -> Response {
+    let op = op_name(&request);
+    let (reply, answer) = oneshot::channel();
+    let incoming = Incoming {
+        request,
+        peer,
+        reply,
+    };
+    let sent = tokio::select! {
+        _ = context.shutdown.cancelled() => return shutting_down(),
+        sent = context.requests.send(incoming) => sent,
+    };
+    if sent.is_err() {
+        return shutting_down();
+    }
+    let mut answer = answer;
+    let response = tokio::select! {
+        biased;
+        response = &mut answer => response.ok(),
+        _ = context.shutdown.cancelled() => {
+            // The daemon may be finishing this very request (say, making a notification
+            // durable); give it a moment before giving up on it.
+            tokio::time::timeout(SHUTDOWN_GRACE, answer).await.ok().and_then(Result::ok)
+        }
+    };
+    let response = response.unwrap_or_else(shutting_down);
+    debug!(op, result = result_name(&response), "request answered");
+    response
+}
+
+fn shutting_down() -> Response {
+    error_reply(
+        ErrorKind::ShuttingDown,
+        "the daemon is shutting down".into(),
+    )
+}
+
+/// Returns the reply to a request line longer than `max_request_bytes`.
+fn too_large(max_request_bytes: usize) -> Response {
+    error_reply(
+        ErrorKind::TooLarge,
+        format!("request line longer than {max_request_bytes} bytes"),
+    )
+}
+
+/// Returns the reply to a request from `uid`, which may not use the socket.
+fn forbidden(uid: u32) -> Response {
+    error_reply(
+        ErrorKind::Forbidden,
+        format!(
+            "uid {uid} may not use this socket (only root, the daemon's user and the socket group)"
+        ),
+    )
+}
+
+fn error_reply(kind: ErrorKind, message: String) -> Response {
+    Response::Error { kind, message }
+}
+
+fn op_name(request: &Request) -> &'static str {
+    match request {
+        Request::Ping => "ping",
+        Request::Notify(_) => "notify",
+        Request::Sync { .. } => "sync",
+        Request::Status { .. } => "status",
+        Request::Reload => "reload",
+    }
+}
+
+fn result_name(response: &Response) -> &'static str {
+    match response {
+        Response::Pong { .. } => "pong",
+        Response::Notified { .. } => "notified",
+        Response::Synced { .. } => "synced",
+        Response::Status { .. } => "status",
+        Response::Reloaded { .. } => "reloaded",
+        Response::Error { .. } => "error",
+    }
+}
+
+async fn write_response(
+    writer: &mut OwnedWriteHalf,
+    response: &Response,
+    timeout: Duration,
+) -> io::Result<()> {
+    let line = encode_response(response);
+    match tokio::time::timeout(timeout, writer.write_all(line.as_bytes())).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client does not read its reply",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::client::Client;
+    use crate::daemon::control::bind;
+    use crate::protocol::{MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// Spawns [`serve`] on a listener made by [`bind`], for tests.
+    fn spawn_serve(
+        listener: std::os::unix::net::UnixListener,
+        limits: Limits,
+        requests: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        listener
+            .set_nonblocking(true)
+            .expect("a fresh listener can be made non-blocking");
+        let listener =
+            tokio::net::UnixListener::from_std(listener).expect("inside a tokio runtime");
+        tokio::spawn(serve(listener, limits, requests, shutdown))
+    }
+
+    /// A fake daemon that answers every request with `Pong`.
+    fn fake_daemon() -> mpsc::Sender<Incoming> {
+        let (sender, mut receiver) = mpsc::channel::<Incoming>(16);
+        tokio::spawn(async move {
+            while let Some(incoming) = receiver.recv().await {
+                let _ = incoming.reply.send(Response::Pong {
+                    version: PROTOCOL_VERSION,
+                    pid: 42,
+                });
+            }
+        });
+        sender
+    }
+
+    struct Server {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(limits: Limits, requests: mpsc::Sender<Incoming>) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("control.sock");
+        let listener = bind(&path, None).expect("bind");
+        let shutdown = CancellationToken::new();
+        let task = spawn_serve(listener, limits, requests, shutdown.clone());
+        Server {
+            _dir: dir,
+            path,
+            shutdown,
+            task,
+        }
+    }
+
+    async fn raw_line(stream: &mut UnixStream, text: &[u8]) -> Response {
+        stream.write_all(text).await.expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(T, read_line_bounded(&mut reader, &mut line, 1 << 20))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        assert_eq!(read, LineRead::Line);
+        serde_json::from_slice(&line).expect("a response line")
+    }
+
+    fn kind(response: &Response) -> Option<ErrorKind> {
+        match response {
+            Response::Error { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn ping_round_trip() {
+        let server = start(Limits::default(), fake_daemon());
+        let mut client = Client::connect(&server.path, T).await.expect("connect");
+        let response = client.request(&Request::Ping, T).await.expect("answer");
+        assert_eq!(
+            response,
+            Response::Pong {
+                version: PROTOCOL_VERSION,
+                pid: 42
+            }
+        );
+        // A connection carries several requests in turn.
+        let again = client.request(&Request::Ping, T).await.expect("answer");
+        assert_eq!(again, response);
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_bad_request_and_the_connection_stays_usable() {
+        let server = start(Limits::default(), fake_daemon());
+        let mut stream = UnixStream::connect(&server.path).await.expect("connect");
+        let reply = raw_line(&mut stream, b"hello there\n").await;
+        assert_eq!(kind(&reply), Some(ErrorKind::BadRequest), "{reply:?}");
+        let reply = raw_line(&mut stream, b"{\"v\":7,\"op\":\"ping\"}\n").await;
+        assert_eq!(
+            kind(&reply),
+            Some(ErrorKind::UnsupportedVersion),
+            "{reply:?}"
+        );
+        let reply = raw_line(&mut stream, b"{\"v\":1,\"op\":\"ping\"}\n").await;
+        assert!(matches!(reply, Response::Pong { .. }), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_line_gets_too_large_and_is_never_buffered_whole() {
+        let server = start(Limits::default(), fake_daemon());
+        let stream = UnixStream::connect(&server.path).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        // Stream more than the limit from one reused buffer; the server stops reading, so
+        // the writer ends with an error (broken pipe) that is expected here.
+        let streamer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 << 10];
+            let mut sent = 0;
+            while sent <= MAX_REQUEST_BYTES + chunk.len() {
+                if writer.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+        });
+        let mut text = String::new();
+        tokio::time::timeout(T, reader.read_to_string(&mut text))
+            .await
+            .expect("answer and close in time")
+            .expect("read");
+        let reply: Response = serde_json::from_str(text.trim_end()).expect("one response line");
+        assert_eq!(kind(&reply), Some(ErrorKind::TooLarge), "{reply:?}");
+        streamer.await.expect("streamer ends");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_beyond_the_cap_time_out_and_a_new_client_is_served() {
+        let limits = Limits {
+            max_connections: 2,
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let server = start(limits, fake_daemon());
+        let mut idle = Vec::new();
+        for _ in 0..6 {
+            idle.push(UnixStream::connect(&server.path).await.expect("connect"));
+        }
+        let mut client = Client::connect(&server.path, T).await.expect("connect");
+        let response = client.request(&Request::Ping, T).await.expect("answer");
+        assert!(matches!(response, Response::Pong { .. }), "{response:?}");
+        // The first idle connections were closed by the server (EOF, nothing sent).
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(T, idle[0].read(&mut byte))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_shed_quickly_when_the_limit_is_reached() {
+        let limits = Limits {
+            max_connections: 8,
+            read_timeout: Duration::from_secs(60),
+            busy_grace: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let server = start(limits, fake_daemon());
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(UnixStream::connect(&server.path).await.expect("connect"));
+        }
+        let started = tokio::time::Instant::now();
+        let mut client = Client::connect(&server.path, T).await.expect("connect");
+        let response = client.request(&Request::Ping, T).await.expect("answer");
+        assert!(matches!(response, Response::Pong { .. }), "{response:?}");
+        // The backlog is served in order: 200 / 8 rounds of about 100 ms, far below the
+        // 60 s read timeout each round would take without shedding.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn daemon_gone_means_shutting_down() {
+        let (sender, receiver) = mpsc::channel::<Incoming>(1);
+        drop(receiver);
+        let server = start(Limits::default(), sender);
+        let mut client = Client::connect(&server.path, T).await.expect("connect");
+        let response = client.request(&Request::Ping, T).await.expect("answer");
+        assert_eq!(
+            kind(&response),
+            Some(ErrorKind::ShuttingDown),
+            "{response:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_removes_the_socket_and_returns() {
+        let server = start(Limits::default(), fake_daemon());
+        let _idle = UnixStream::connect(&server.path).await.expect("connect");
+        server.shutdown.cancel();
+        tokio::time::timeout(T, server.task)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve does not panic");
+        assert!(!server.path.exists());
+    }
+}
