@@ -75,6 +75,10 @@ impl Daemon {
                 Some(mut old) => {
                     old.schedule.window = mirror.window();
                     old.schedule.retries = mirror.retries;
+                    if !mirror.enabled {
+                        // Disabled: what waited is dropped now (a running update ends).
+                        old.schedule.cancel();
+                    }
                     old.mirror = mirror.clone();
                     old
                 }

@@ -17,7 +17,12 @@ use crate::mirror::local::LocalRepo;
 use crate::mirror::refdiff::LocalRefs;
 use crate::store::queue::{Entry, Pending};
 use crate::store::spool;
-use crate::store::state::{StateStore, Trigger, UpdateStatus};
+use crate::store::state::{
+    Ending, MirrorState, RefCounts, StateStore, Timestamp, Trigger, UpdateStatus,
+};
+
+/// `last_error` of a disabled mirror whose update a stop or a crash cut short.
+const INTERRUPTED_WHILE_DISABLED: &str = "the update was interrupted when the daemon stopped; the mirror is disabled, so it runs again once enabled";
 
 impl Daemon {
     /// Schedules what was pending when the daemon stopped, takes in the spool, and starts the
@@ -42,11 +47,21 @@ impl Daemon {
     }
 
     /// Schedules `name` at once if it was pending in the queue, or `started`, `scheduled` or
-    /// `to_retry` in its state; returns true if it did.
-    fn resume_one(&mut self, name: &MirrorName, pending: &Pending, now: Instant) -> bool {
+    /// `to_retry` in its state; returns true if it did. A disabled mirror whose update was cut
+    /// short is recorded as `to_retry`, so that its status stays true and it resumes once
+    /// enabled.
+    pub(super) fn resume_one(
+        &mut self,
+        name: &MirrorName,
+        pending: &Pending,
+        now: Instant,
+    ) -> bool {
         let Some(tracked) = self.mirrors.get_mut(name) else {
             return false;
         };
+        if tracked.schedule.is_pending() {
+            return false; // running or waiting already
+        }
         let (mut state, _) = match self.store.load(name) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -54,19 +69,35 @@ impl Daemon {
                 return false;
             }
         };
-        let interrupted = matches!(
+        let cut_short = matches!(
             state.update_status,
-            UpdateStatus::Started | UpdateStatus::Scheduled | UpdateStatus::ToRetry
+            UpdateStatus::Started | UpdateStatus::Scheduled
         );
-        if !(interrupted || pending.contains_key(name.as_str())) || !tracked.mirror.enabled {
+        if !tracked.mirror.enabled {
+            if cut_short {
+                state.end(
+                    Timestamp::now(),
+                    Trigger::Startup,
+                    RefCounts::default(),
+                    Ending::Failed {
+                        error: INTERRUPTED_WHILE_DISABLED.into(),
+                        retry: true,
+                        divergent_refs: Vec::new(),
+                        rejected_refs: Vec::new(),
+                    },
+                );
+                save_state(&self.store, name, &state);
+            }
+            return false;
+        }
+        let interrupted = cut_short || state.update_status == UpdateStatus::ToRetry;
+        if !interrupted && !pending.contains_key(name.as_str()) {
             return false;
         }
         if state.update_status == UpdateStatus::Started {
             // The update was cut short by a stop or a crash: say so until it runs again.
             state.update_status = UpdateStatus::Scheduled;
-            if let Err(e) = self.store.save(name, &state) {
-                warn!(mirror = %name, error = %chain(&e), "cannot write state");
-            }
+            save_state(&self.store, name, &state);
         }
         tracked.next_trigger = Trigger::Startup;
         let due = tracked.schedule.force(now);
@@ -147,6 +178,12 @@ impl Daemon {
             }
             let _ = events.send(Event::Appended(names));
         });
+    }
+}
+
+fn save_state(store: &StateStore, name: &MirrorName, state: &MirrorState) {
+    if let Err(e) = store.save(name, state) {
+        warn!(mirror = %name, error = %chain(&e), "cannot write state");
     }
 }
 

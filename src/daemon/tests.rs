@@ -106,13 +106,23 @@ struct Harness {
 }
 
 impl Harness {
-    /// Starts a daemon on a configuration of `mirrors` (name, repository directory) with
+    /// Starts a daemon on a configuration of `mirrors` (name, repository directory, more
+    /// option lines) with
     /// `max_parallel_pushes = parallel`; every repository is made, empty.
-    async fn start(mirrors: &[(&str, &str)], parallel: usize) -> Harness {
+    async fn start(mirrors: &[(&str, &str, &str)], parallel: usize) -> Harness {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Harness::start_in(dir, mirrors, parallel).await
+    }
+
+    /// Like [`Harness::start`], in `dir` (which may hold state already).
+    async fn start_in(
+        dir: tempfile::TempDir,
+        mirrors: &[(&str, &str, &str)],
+        parallel: usize,
+    ) -> Harness {
         let (still, hold) = std::sync::mpsc::channel::<()>();
         // A blocking task in flight inhibits the paused clock's auto-advance.
         tokio::task::spawn_blocking(move || hold.recv());
-        let dir = tempfile::tempdir().expect("temporary directory");
         write_config(dir.path(), mirrors, parallel);
         let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
         let socket = config.daemon.socket.clone();
@@ -235,15 +245,15 @@ impl Harness {
     }
 }
 
-fn write_config(dir: &Path, mirrors: &[(&str, &str)], parallel: usize) {
+fn write_config(dir: &Path, mirrors: &[(&str, &str, &str)], parallel: usize) {
     let mut text = format!("[daemon]\nstate_dir = \"state\"\nmax_parallel_pushes = {parallel}\n");
-    for (name, repo) in mirrors {
+    for (name, repo, extra) in mirrors {
         let path = dir.join(repo);
         if !path.exists() {
             git2::Repository::init_bare(&path).expect("init bare repository");
         }
         text.push_str(&format!(
-            "\n[[mirror]]\nname = \"{name}\"\nrepo = \"{repo}\"\nurl = \"file:///nowhere/{name}.git\"\n"
+            "\n[[mirror]]\nname = \"{name}\"\nrepo = \"{repo}\"\nurl = \"file:///nowhere/{name}.git\"\n{extra}\n"
         ));
     }
     std::fs::write(dir.join("pushmirror.toml"), text).expect("write the configuration");
@@ -251,7 +261,7 @@ fn write_config(dir: &Path, mirrors: &[(&str, &str)], parallel: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn a_trigger_folds_into_a_dispatched_update_that_has_not_read_yet() {
-    let mut h = Harness::start(&[("a", "ra.git"), ("b", "rb.git")], 1).await;
+    let mut h = Harness::start(&[("a", "ra.git", ""), ("b", "rb.git", "")], 1).await;
     assert_eq!(h.push("ra.git").await, ["a"]);
     let a = h.next_start().await;
     // b is dispatched but waits for a's permit: it has read nothing yet.
@@ -275,7 +285,7 @@ async fn a_trigger_folds_into_a_dispatched_update_that_has_not_read_yet() {
 
 #[tokio::test(start_paused = true)]
 async fn pushes_during_an_update_cause_exactly_one_more_at_the_windows_pace() {
-    let mut h = Harness::start(&[("a", "ra.git")], 1).await;
+    let mut h = Harness::start(&[("a", "ra.git", "")], 1).await;
     h.push("ra.git").await;
     let first = h.next_start().await;
     for _ in 0..3 {
@@ -303,7 +313,7 @@ async fn pushes_during_an_update_cause_exactly_one_more_at_the_windows_pace() {
 
 #[tokio::test(start_paused = true)]
 async fn a_forced_sync_during_an_update_follows_at_once_and_waiters_get_its_end() {
-    let mut h = Harness::start(&[("a", "ra.git")], 1).await;
+    let mut h = Harness::start(&[("a", "ra.git", "")], 1).await;
     h.push("ra.git").await;
     let first = h.next_start().await;
     let scheduled = h.sync("a", false).await;
@@ -340,7 +350,7 @@ async fn a_forced_sync_during_an_update_follows_at_once_and_waiters_get_its_end(
 
 #[tokio::test(start_paused = true)]
 async fn compaction_never_erases_an_acknowledged_entry() {
-    let mut h = Harness::start(&[("a", "ra.git"), ("b", "rb.git")], 2).await;
+    let mut h = Harness::start(&[("a", "ra.git", ""), ("b", "rb.git", "")], 2).await;
     h.push("ra.git").await;
     let a = h.next_start().await;
     // b's notification is in flight while a ends and the daemon finds itself idle.
@@ -373,7 +383,7 @@ async fn compaction_never_erases_an_acknowledged_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn reload_keeps_schedules_and_tells_waiters_of_removed_mirrors() {
-    let mut h = Harness::start(&[("a", "ra.git"), ("gone", "rg.git")], 2).await;
+    let mut h = Harness::start(&[("a", "ra.git", ""), ("gone", "rg.git", "")], 2).await;
     h.push("ra.git").await;
     h.next_start().await.finish();
     h.advance(Duration::from_secs(60)).await;
@@ -394,7 +404,7 @@ async fn reload_keeps_schedules_and_tells_waiters_of_removed_mirrors() {
     });
     h.settle().await;
 
-    write_config(h.dir.path(), &[("a", "ra.git"), ("c", "rc.git")], 2);
+    write_config(h.dir.path(), &[("a", "ra.git", ""), ("c", "rc.git", "")], 2);
     assert!(matches!(
         h.ask(Request::Reload).await,
         Response::Reloaded { mirrors: 2 }
@@ -432,7 +442,7 @@ async fn reload_keeps_schedules_and_tells_waiters_of_removed_mirrors() {
 #[tokio::test(start_paused = true)]
 async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    write_config(dir.path(), &[("b", "rb.git")], 1);
+    write_config(dir.path(), &[("b", "rb.git", "")], 1);
     let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
     let (started, _) = mpsc::unbounded_channel();
     let (mut daemon, _, _events) =
@@ -466,4 +476,39 @@ async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
         .expect("append");
     let (_queue, pending) = Queue::open(&dir.path().join("state")).expect("open the queue");
     assert!(pending.contains_key("b"), "{pending:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_mirror_cut_short_by_a_crash_is_never_left_started() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).expect("mkdir");
+    // A crash during b's update left it `started`; then b was disabled.
+    let store = crate::store::state::StateStore::open(&state_dir).expect("store");
+    let name = crate::config::MirrorName::new("b").expect("name");
+    let (mut state, _) = store.load(&name).expect("load");
+    state.start(Timestamp::now());
+    store.save(&name, &state).expect("save");
+    let mut h = Harness::start_in(dir, &[("b", "rb.git", "enabled = false")], 1).await;
+    let status = h.status("b").await;
+    assert_eq!(status.update_status, UpdateStatus::ToRetry, "{status:?}");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{status:?}"
+    );
+    // Enabled again, it resumes at once.
+    write_config(h.dir.path(), &[("b", "rb.git", "")], 1);
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 1 }
+    ));
+    let b = h.next_start().await;
+    assert_eq!((b.name.as_str(), b.trigger), ("b", Trigger::Startup));
+    b.finish();
+    h.settle().await;
+    assert_eq!(h.status("b").await.update_status, UpdateStatus::Finished);
+    h.stop().await;
 }

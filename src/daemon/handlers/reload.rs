@@ -6,11 +6,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::super::{Daemon, provision};
 use crate::config::{Config, MirrorName};
 use crate::protocol::{ErrorKind, Response};
+use crate::store::queue::Pending;
 
 impl Daemon {
     pub(super) fn reload_request(&mut self, reply: oneshot::Sender<Response>) {
@@ -36,12 +38,32 @@ impl Daemon {
         }
         self.resize_permits(config.daemon.max_parallel_pushes);
         let known: BTreeSet<MirrorName> = self.mirrors.keys().cloned().collect();
+        let watched: BTreeSet<MirrorName> = self
+            .mirrors
+            .iter()
+            .filter(|(_, t)| t.mirror.enabled)
+            .map(|(name, _)| name.clone())
+            .collect();
         let config = Arc::new(config);
         self.install_mirrors(&config);
         self.config = config;
         let added = self.mirrors.keys().filter(|n| !known.contains(*n)).count();
-        // Only the new mirrors are scanned: the others' refs are watched already.
-        self.scan_for_changes(&known);
+        // Mirrors new or enabled again resume what was cut short, as at start; the others'
+        // refs are watched already, so only these are scanned.
+        let mut skip = watched;
+        let now = Instant::now();
+        let unwatched: Vec<MirrorName> = self
+            .mirrors
+            .keys()
+            .filter(|n| !skip.contains(*n))
+            .cloned()
+            .collect();
+        for name in unwatched {
+            if self.resume_one(&name, &Pending::new(), now) {
+                skip.insert(name);
+            }
+        }
+        self.scan_for_changes(&skip);
         info!(
             mirrors = self.mirrors.len(),
             added, "configuration reloaded"
