@@ -79,6 +79,8 @@ impl Queue {
             log,
             log_path,
             snapshot_path,
+            // A crash may have left a partial last line.
+            torn: true,
         };
         std::thread::Builder::new()
             .name("pushmirror-queue".into())
@@ -127,6 +129,10 @@ struct Writer {
     log: File,
     log_path: PathBuf,
     snapshot_path: PathBuf,
+    /// The last write failed and may have left a partial line: the next one starts with a
+    /// newline of its own, so that what it acknowledges never depends on an earlier write
+    /// having succeeded (a repair written apart could fail too, on a full disk).
+    torn: bool,
 }
 
 impl Writer {
@@ -155,6 +161,9 @@ impl Writer {
             return;
         }
         let mut bytes = Vec::new();
+        if self.torn {
+            bytes.push(b'\n');
+        }
         for (entry, _) in &appends {
             let line = serde_json::to_string(entry).expect("entries always serialize");
             bytes.extend_from_slice(line.as_bytes());
@@ -174,11 +183,11 @@ impl Writer {
             };
             let _ = done.send(reply);
         }
+        // A partial line may be on disk: only the torn, unacknowledged entries are lost to
+        // the reader, since the next write begins on a fresh line.
+        self.torn = result.is_err();
         if let Err(e) = result {
             warn!(path = %self.log_path.display(), error = %e, "cannot write the queue");
-            // A partial line may be on disk; start the next write on a fresh line so that
-            // only the torn, unacknowledged entry is lost to the reader.
-            let _ = self.log.write_all(b"\n");
         }
     }
 
@@ -195,6 +204,7 @@ impl Writer {
             source,
         };
         self.log.set_len(0).map_err(write_error)?;
+        self.torn = false;
         self.log.sync_all().map_err(write_error)
     }
 }
@@ -312,6 +322,23 @@ mod tests {
         .expect("write");
         let (_queue, pending) = Queue::open(dir.path()).expect("open");
         assert_eq!(pending, Pending::from([("a".into(), false)]));
+    }
+
+    #[tokio::test]
+    async fn an_append_after_a_torn_line_stands_on_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("queue.log"),
+            "{\"mirrors\":[\"a\"]}\n{\"mirr",
+        )
+        .expect("write");
+        let (queue, _) = Queue::open(dir.path()).expect("open");
+        queue.append(entry(&["b"], false)).await.expect("append");
+        let (_queue, pending) = Queue::open(dir.path()).expect("reopen");
+        assert_eq!(
+            pending,
+            Pending::from([("a".into(), false), ("b".into(), false)])
+        );
     }
 
     #[tokio::test]

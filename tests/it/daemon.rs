@@ -704,3 +704,51 @@ fn the_last_allowed_retry_ends_failed_for_errors_and_transient_rejections() {
         status(&s.env, "locked")
     );
 }
+
+#[test]
+fn an_entry_acknowledged_after_a_torn_journal_write_survives_a_kill() {
+    let s = Served::new();
+    let disk = Tmpfs::mount(&s.env.path("state"), "1m");
+    // Remotes that never answer: no update ends, so the journal is never compacted.
+    let hanging = crate::support::HangingServer::start();
+    let url = format!("git://127.0.0.1:{}/r.git", hanging.port());
+    let long = "l".repeat(120);
+    let options = "timeout = \"1h\"";
+    s.configure(&format!(
+        "{}\n{}",
+        mirror_toml(&long, &s.repo, &url, options),
+        mirror_toml("b", &s.repo, &url, options)
+    ));
+    let mut daemon = s.start_daemon();
+    s.env.pushmirror(&["sync", &long]).assert_success();
+
+    // The disk is full: a long journal line is cut short, and no newline can follow it.
+    let filler = disk.fill();
+    let many: Vec<&str> = std::iter::once("sync")
+        .chain(std::iter::repeat_n(long.as_str(), 60))
+        .collect();
+    let refused = s.env.pushmirror(&many);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("No space left on device"),
+        "{refused}"
+    );
+
+    // Space comes back; the next acknowledged entry must not depend on the torn one.
+    fs::remove_file(&filler).expect("free space");
+    let out = s.env.pushmirror(&["sync", "b"]);
+    out.assert_success();
+    assert_eq!(out.stdout, "b: scheduled\n", "{out}");
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_for_exit(SOON);
+    let log = fs::read_to_string(s.env.path("state/queue.log")).expect("journal");
+    assert!(
+        log.lines()
+            .any(|line| line == r#"{"mirrors":["b"],"forced":true}"#),
+        "the journal ends {:?}",
+        &log[log.len().saturating_sub(200)..]
+    );
+    let (_queue, pending) =
+        pushmirror::store::queue::Queue::open(&s.env.path("state")).expect("open the queue");
+    assert!(pending.contains_key("b"), "{pending:?}");
+}
