@@ -37,7 +37,7 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ use tracing::{error, info, warn};
 use crate::config::{Config, MirrorName};
 use crate::error::chain;
 use crate::store::queue::{Pending, Queue, QueueError};
-use crate::store::spool;
 use crate::store::state::{StateError, StateStore};
+use crate::store::{self, spool};
 use control::Incoming;
 use driver::Done;
 pub(crate) use driver::{GitUpdater, Updater};
@@ -207,6 +207,7 @@ impl Daemon {
         if let Err(e) = spool::prepare(&config.daemon.state_dir) {
             warn!(error = %chain(&e), "cannot prepare the spool directory");
         }
+        sweep(&config.daemon.state_dir);
         provision(&config);
         let (queue, pending) = Queue::open(&config.daemon.state_dir)?;
         let (events, event_rx) = mpsc::unbounded_channel();
@@ -265,6 +266,19 @@ fn provision(config: &Config) {
         if let Err(e) = provision::ensure(mirror, &config.path) {
             error!(mirror = %mirror.name, error = %chain(&e), "cannot create the repositories");
         }
+    }
+}
+
+/// Removes what atomic writes interrupted by a crash left in the state directory.
+fn sweep(state_dir: &Path) {
+    let dirs = [
+        state_dir.to_owned(),
+        state_dir.join(store::state::MIRRORS_DIR),
+        spool::spool_dir(state_dir),
+    ];
+    let removed: usize = dirs.iter().map(|dir| store::sweep_temporaries(dir)).sum();
+    if removed > 0 {
+        info!(removed, "removed temporary files of interrupted writes");
     }
 }
 

@@ -11,4 +11,4 @@ pub mod queue;
 pub mod spool;
 pub mod state;
 
-pub use atomic::write_atomically;
+pub use atomic::{sweep_temporaries, write_atomically};

@@ -23,6 +23,9 @@ use crate::config::MirrorName;
 /// The version written by this build.
 pub const STATE_VERSION: u32 = 1;
 
+/// The directory of the state files, under `state_dir`.
+pub const MIRRORS_DIR: &str = "mirrors";
+
 /// Update summaries kept per mirror.
 pub const HISTORY_LEN: usize = 20;
 
@@ -309,7 +312,7 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (creating it, mode 0700) `<state_dir>/mirrors`.
     pub fn open(state_dir: &Path) -> Result<StateStore, StateError> {
-        let dir = state_dir.join("mirrors");
+        let dir = state_dir.join(MIRRORS_DIR);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
