@@ -1154,6 +1154,9 @@ fn regex_error_summary(error: &regex::Error) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

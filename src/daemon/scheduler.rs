@@ -226,6 +226,9 @@ impl MirrorSchedule {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

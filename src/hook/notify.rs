@@ -300,6 +300,9 @@ fn quote(raw: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
 
     #[test]

@@ -108,6 +108,9 @@ pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::BufReader;
