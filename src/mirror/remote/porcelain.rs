@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::Oid;
 use secrecy::SecretString;
 
-use super::{RefOutcome, RefResult, RemoteRefs};
+use super::classify::refusal_of;
+use super::{RefOutcome, RefResult, Refusal, RemoteRefs};
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
 use crate::mirror::url::scrub_secrets;
 
@@ -114,21 +115,15 @@ pub(super) fn outcome_of(
                     stale,
                 }
             } else if let Some(reason) = bracketed_reason(summary, "[remote rejected]") {
-                // git's receive-pack says only this of a ref it could not lock; the remote's
-                // stderr says why.
-                let lock = (reason == "failed to update ref")
-                    .then(|| lock_line_for(stderr, &line.dst))
-                    .flatten();
-                let reason = match lock {
-                    Some(lock) => format!("{reason}: {lock}"),
-                    None => reason.to_owned(),
-                };
+                let (reason, refusal) = remote_refusal(reason, stderr, &line.dst);
                 RefOutcome::RemoteRejected {
                     reason: scrub_secrets(&reason, secrets),
+                    refusal,
                 }
             } else {
                 RefOutcome::RemoteRejected {
                     reason: scrub_secrets(summary, secrets),
+                    refusal: Refusal::Permanent,
                 }
             }
         }
@@ -145,19 +140,48 @@ fn bracketed_reason<'s>(summary: &'s str, tag: &str) -> Option<&'s str> {
     )
 }
 
-/// Returns the remote's "cannot lock ref '<refname>'..." line of `stderr`, without the
-/// `remote: error: ` prefix.
-fn lock_line_for(stderr: &str, refname: &str) -> Option<String> {
-    let needle = format!("cannot lock ref '{refname}'");
-    stderr
+/// Returns the reason to record for a ref the remote rejected for `reason`, and what it
+/// means for another attempt.
+///
+/// git's receive-pack says only `failed to update ref` of a ref that its ref transaction
+/// refused, and prints the transaction's error on stderr: that line joins the reason and
+/// decides. Other servers (GitHub, JGit) put their explanation in the reason itself.
+fn remote_refusal(reason: &str, stderr: &str, refname: &str) -> (String, Refusal) {
+    if reason == "failed to update ref"
+        && let Some(error) = transaction_error_for(stderr, refname)
+    {
+        let refusal = refusal_of(&error);
+        return (format!("{reason}: {error}"), refusal);
+    }
+    (reason.to_owned(), refusal_of(reason))
+}
+
+/// Returns the error receive-pack printed on `stderr` (`remote: error: <message>`) about
+/// `refname`: the message whose subject it is (`cannot lock ref '<refname>': ...`, or
+/// reftable's `... cannot create '<refname>'`), else one about a lock of the whole
+/// repository, which names no ref (`Unable to create '<path>/packed-refs.lock': File exists.`,
+/// `cannot lock references`). A message that names `refname` only as the other ref of a
+/// conflict is about that other ref.
+fn transaction_error_for(stderr: &str, refname: &str) -> Option<String> {
+    let errors: Vec<&str> = stderr
         .lines()
-        .find(|line| line.contains(&needle))
-        .map(|line| {
+        .filter_map(|line| {
             let line = line.trim();
             let line = line.strip_prefix("remote:").unwrap_or(line).trim_start();
-            let line = line.strip_prefix("error:").unwrap_or(line);
-            line.trim().to_owned()
+            Some(line.strip_prefix("error:")?.trim())
         })
+        .collect();
+    let subject = format!("cannot lock ref '{refname}':");
+    let created = format!("cannot create '{refname}'");
+    errors
+        .iter()
+        .find(|error| error.starts_with(&subject) || error.ends_with(&created))
+        .or_else(|| {
+            errors.iter().find(|error| {
+                !error.starts_with("cannot lock ref '") && refusal_of(error) == Refusal::Locked
+            })
+        })
+        .map(|error| (*error).to_owned())
 }
 
 /// Returns one result per update, in the order of `updates`: what git reported, else the
@@ -305,17 +329,217 @@ mod tests {
                     reason: "failed to update ref: cannot lock ref 'refs/heads/main': Unable \
                              to create '/tmp/r.git/./refs/heads/main.lock': File exists."
                         .to_owned(),
+                    refusal: Refusal::Locked,
                 },
             ),
             (
                 "refs/heads/p",
                 RefOutcome::RemoteRejected {
                     reason: "pre-receive hook declined".to_owned(),
+                    refusal: Refusal::Permanent,
                 },
             ),
         ]
         .map(|(r, o)| (r.to_owned(), o));
         assert_eq!(outcomes, expected);
+    }
+
+    /// Returns the outcome of `[remote rejected] (<reason>)` for `refname`, with `stderr`.
+    fn remote_rejected(refname: &str, reason: &str, stderr: &str) -> RefOutcome {
+        let stdout =
+            format!("To /tmp/r.git\n!\tHEAD:{refname}\t[remote rejected] ({reason})\nDone\n");
+        let lines = parse_porcelain(&stdout);
+        assert_eq!(lines.len(), 1, "{stdout}");
+        outcome_of(&lines[0], stderr, &[])
+    }
+
+    #[test]
+    fn remote_refusals_mean_what_git_says_and_nothing_looser() {
+        /// What the remote said of the ref, and what it must mean.
+        struct Case {
+            refname: &'static str,
+            reason: &'static str,
+            stderr: &'static str,
+            recorded: &'static str,
+            stale: bool,
+            locked: bool,
+        }
+        let refused = |refname, reason, stderr, recorded| Case {
+            refname,
+            reason,
+            stderr,
+            recorded,
+            stale: false,
+            locked: false,
+        };
+        let stale = |refname, reason, stderr, recorded| Case {
+            stale: true,
+            ..refused(refname, reason, stderr, recorded)
+        };
+        let locked = |refname, reason, stderr, recorded| Case {
+            locked: true,
+            ..refused(refname, reason, stderr, recorded)
+        };
+        // The stderr lines are git 2.47's (files backend unless marked reftable) from pushes
+        // to a local bare repository, padding included; the others are marked.
+        let cases = [
+            // A ref whose name conflicts with an existing one: nothing is locked.
+            refused(
+                "refs/heads/a",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' exists; \
+                 cannot create 'refs/heads/a'        \n\
+                 error: failed to push some refs to '../r.git'\n",
+                "failed to update ref: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' \
+                 exists; cannot create 'refs/heads/a'",
+            ),
+            refused(
+                "refs/heads/f/g",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/f/g': 'refs/heads/f' exists; \
+                 cannot create 'refs/heads/f/g'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/f/g': 'refs/heads/f' \
+                 exists; cannot create 'refs/heads/f/g'",
+            ),
+            // reftable: the same conflict without "cannot lock ref"
+            refused(
+                "refs/heads/a",
+                "failed to update ref",
+                "remote: error: 'refs/heads/a/b' exists; cannot create 'refs/heads/a'        \n",
+                "failed to update ref: 'refs/heads/a/b' exists; cannot create 'refs/heads/a'",
+            ),
+            // a directory that holds no ref but a stray file
+            refused(
+                "refs/heads/d",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/d': there is a non-empty \
+                 directory './refs/heads/d' blocking reference 'refs/heads/d'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/d': there is a non-empty \
+                 directory './refs/heads/d' blocking reference 'refs/heads/d'",
+            ),
+            // GitHub puts git's message in the reason itself (not provoked here)
+            refused(
+                "refs/heads/feature/x",
+                "cannot lock ref 'refs/heads/feature/x': 'refs/heads/feature' exists; \
+                 cannot create 'refs/heads/feature/x'",
+                "",
+                "cannot lock ref 'refs/heads/feature/x': 'refs/heads/feature' exists; \
+                 cannot create 'refs/heads/feature/x'",
+            ),
+            // The ref moved between the remote's advertisement and its update (a pre-receive
+            // hook moved it): updated, created or deleted meanwhile.
+            stale(
+                "refs/heads/upd",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/upd': is at \
+                 6a0d0c253c0d2e1a0450401b046fb547bc149964 but expected \
+                 30b752bbbee6ccca4e9070154461b1bdaf5b77d7        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/upd': is at \
+                 6a0d0c253c0d2e1a0450401b046fb547bc149964 but expected \
+                 30b752bbbee6ccca4e9070154461b1bdaf5b77d7",
+            ),
+            stale(
+                "refs/heads/appeared",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/appeared': reference already \
+                 exists        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/appeared': reference \
+                 already exists",
+            ),
+            stale(
+                "refs/heads/gone",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/gone': unable to resolve \
+                 reference 'refs/heads/gone'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/gone': unable to resolve \
+                 reference 'refs/heads/gone'",
+            ),
+            // GitHub (not provoked here)
+            stale(
+                "refs/heads/main",
+                "cannot lock ref 'refs/heads/main': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+                "",
+                "cannot lock ref 'refs/heads/main': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+            ),
+            // A lock file in the way: the ref's own, packed-refs' (a delete), reftable's.
+            locked(
+                "refs/heads/k",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/k': Unable to create \
+                 '/tmp/r2.git/./refs/heads/k.lock': File exists.        \n\
+                 remote: \n\
+                 remote: Another git process seems to be running in this repository, e.g.        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/k': Unable to create \
+                 '/tmp/r2.git/./refs/heads/k.lock': File exists.",
+            ),
+            locked(
+                "refs/heads/b",
+                "failed to update ref",
+                "remote: error: Unable to create '/tmp/s.git/./packed-refs.lock': File \
+                 exists.        \n\
+                 remote: \n\
+                 remote: Another git process seems to be running in this repository, e.g.        \n",
+                "failed to update ref: Unable to create '/tmp/s.git/./packed-refs.lock': \
+                 File exists.",
+            ),
+            locked(
+                "refs/heads/new",
+                "failed to update ref",
+                "remote: error: cannot lock references        \n\
+                 remote: error: cannot lock references        \n",
+                "failed to update ref: cannot lock references",
+            ),
+            // JGit (Gerrit and others): its words for a lock failure (not provoked here)
+            locked("refs/heads/main", "failed to lock", "", "failed to lock"),
+            // A hook that uses git's words is still a hook refusing the ref.
+            refused(
+                "refs/heads/x",
+                "update hook exited with status 1: cannot lock ref 'refs/heads/x': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+                "",
+                "update hook exited with status 1: cannot lock ref 'refs/heads/x': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+            ),
+            refused(
+                "refs/heads/release",
+                "update hook exited with status 1: failed to lock the release: ask the team",
+                "",
+                "update hook exited with status 1: failed to lock the release: ask the team",
+            ),
+            refused(
+                "refs/heads/x",
+                "hook declined",
+                "remote: cannot lock ref 'refs/heads/x': Unable to create 'x.lock': File \
+                 exists.        \n\
+                 remote: error: hook declined to update refs/heads/x        \n",
+                "hook declined",
+            ),
+            // A broken ref on the remote is not one that moved.
+            refused(
+                "refs/heads/broken",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/broken': unable to resolve \
+                 reference 'refs/heads/broken': reference broken        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/broken': unable to \
+                 resolve reference 'refs/heads/broken': reference broken",
+            ),
+        ];
+        for case in cases {
+            let outcome = remote_rejected(case.refname, case.reason, case.stderr);
+            let recorded = match &outcome {
+                RefOutcome::RemoteRejected { reason, .. } => reason.as_str(),
+                other => panic!("{}: not a remote rejection: {other:?}", case.refname),
+            };
+            assert_eq!(recorded, case.recorded, "{}", case.reason);
+            assert_eq!(outcome.is_stale(), case.stale, "stale? {recorded}");
+            assert_eq!(outcome.is_lock_failure(), case.locked, "locked? {recorded}");
+        }
     }
 
     #[test]
