@@ -67,34 +67,59 @@ pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
 pub(super) struct PorcelainLine {
     flag: char,
     pub(super) dst: String,
-    /// `[new branch]`, `[rejected] (stale info)`, `[remote rejected] (hook declined)`, ...
+    /// `[new branch]`, `[rejected] (stale info)`, `[remote rejected] (hook declined)`, ...;
+    /// a remote's reason that spans lines keeps its newlines here.
     pub(super) summary: String,
 }
 
 /// Returns the ref lines of `git push --porcelain` output (`To <url>` and `Done` skipped).
+///
+/// git prints the remote's reason of a rejected ref verbatim, so it can span lines: dulwich
+/// puts a hook's whole stderr, trailing newline included, in it, and the closing `)` comes on
+/// a line of its own. Every line after a rejected ref that is not a ref line belongs to it;
+/// so do `To ...` and `Done` while its reason is still open (no closing parenthesis yet).
 pub(super) fn parse_porcelain(stdout: &str) -> Vec<PorcelainLine> {
-    let mut lines = Vec::new();
-    for line in stdout.lines() {
-        let mut fields = line.splitn(3, '\t');
-        let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
-        else {
+    let mut lines: Vec<PorcelainLine> = Vec::new();
+    for text in stdout.lines() {
+        if let Some(line) = ref_line(text) {
+            lines.push(line);
+            continue;
+        }
+        let Some(rejected) = lines.last_mut().filter(|line| line.flag == '!') else {
             continue;
         };
-        let mut flag_chars = flag.chars();
-        let (Some(flag), None) = (flag_chars.next(), flag_chars.next()) else {
-            continue;
-        };
-        // `<src>:<dst>`, `:<dst>` or `(delete):<dst>`; a ref name never contains ':'.
-        let Some((_, dst)) = refs.rsplit_once(':') else {
-            continue;
-        };
-        lines.push(PorcelainLine {
-            flag,
-            dst: dst.to_owned(),
-            summary: summary.to_owned(),
-        });
+        let open = rejected.summary.contains('(') && !rejected.summary.ends_with(')');
+        let framing = text == "Done" || text.starts_with("To ");
+        if open || !framing {
+            rejected.summary.push('\n');
+            rejected.summary.push_str(text);
+        }
     }
     lines
+}
+
+/// Returns `text` as a ref line, if it is one: a flag git uses, a tab, `<src>:<dst>`, a tab
+/// and the summary.
+fn ref_line(text: &str) -> Option<PorcelainLine> {
+    let mut fields = text.splitn(3, '\t');
+    let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    let mut flag_chars = flag.chars();
+    let (Some(flag), None) = (flag_chars.next(), flag_chars.next()) else {
+        return None;
+    };
+    if !matches!(flag, ' ' | '+' | '-' | '*' | '=' | '!') {
+        return None;
+    }
+    // `<src>:<dst>`, `:<dst>` or `(delete):<dst>`; a ref name never contains ':'.
+    let (_, dst) = refs.rsplit_once(':')?;
+    Some(PorcelainLine {
+        flag,
+        dst: dst.to_owned(),
+        summary: summary.to_owned(),
+    })
 }
 
 /// Returns the outcome of one porcelain line; `stderr` explains a lock failure.
@@ -115,14 +140,14 @@ pub(super) fn outcome_of(
                     stale,
                 }
             } else if let Some(reason) = bracketed_reason(summary, "[remote rejected]") {
-                let (reason, refusal) = remote_refusal(reason, stderr, &line.dst);
+                let (reason, refusal) = remote_refusal(&one_line(reason), stderr, &line.dst);
                 RefOutcome::RemoteRejected {
                     reason: scrub_secrets(&reason, secrets),
                     refusal,
                 }
             } else {
                 RefOutcome::RemoteRejected {
-                    reason: scrub_secrets(summary, secrets),
+                    reason: scrub_secrets(&one_line(summary), secrets),
                     refusal: Refusal::Permanent,
                 }
             }
@@ -138,6 +163,18 @@ fn bracketed_reason<'s>(summary: &'s str, tag: &str) -> Option<&'s str> {
             .and_then(|r| r.strip_suffix(')'))
             .unwrap_or(rest),
     )
+}
+
+/// Returns `reason` on one line: the lines of a reason that spans several (a hook's stderr,
+/// as dulwich reports it) trimmed, the empty ones dropped, joined with "; ", so that
+/// `last_error` still shows one rejected ref per line.
+fn one_line(reason: &str) -> String {
+    reason
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Returns the reason to record for a ref the remote rejected for `reason`, and what it
@@ -342,6 +379,75 @@ mod tests {
         ]
         .map(|(r, o)| (r.to_owned(), o));
         assert_eq!(outcomes, expected);
+    }
+
+    #[test]
+    fn reasons_that_span_lines_are_kept_whole() {
+        // Real output of git 2.47 pushing to `dulwich daemon` 1.2.21, whose update hook
+        // printed three lines for `protected` (one ending in ")", one starting with a tab),
+        // one for `oneline` and nothing for `silent`: dulwich puts the hook's stderr, newlines
+        // included, in the reason.
+        let stdout = "To git://127.0.0.1:38069/tmp/tmp.lpbseeV3Du/d.git\n\
+            *\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/free\t[new branch]\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/protected\t[remote rejected] \
+            (update hook exited with status 1: protected branch: refs/heads/protected\n\
+            ask an admin (see docs)\n\
+            \tthen push again\n\
+            )\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/oneline\t[remote rejected] \
+            (update hook exited with status 1: no: refs/heads/oneline\n\
+            )\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/silent\t[remote rejected] \
+            (update hook exited with status 1: )\n\
+            Done\n";
+        let outcomes: Vec<(String, RefOutcome)> = parse_porcelain(stdout)
+            .iter()
+            .map(|line| (line.dst.clone(), outcome_of(line, "", &[])))
+            .collect();
+        let refused = |reason: &str| RefOutcome::RemoteRejected {
+            reason: reason.to_owned(),
+            refusal: Refusal::Permanent,
+        };
+        let expected = [
+            ("refs/heads/free", RefOutcome::Done),
+            (
+                "refs/heads/protected",
+                refused(
+                    "update hook exited with status 1: protected branch: refs/heads/protected; \
+                     ask an admin (see docs); then push again",
+                ),
+            ),
+            (
+                "refs/heads/oneline",
+                refused("update hook exited with status 1: no: refs/heads/oneline"),
+            ),
+            (
+                "refs/heads/silent",
+                refused("update hook exited with status 1:"),
+            ),
+        ]
+        .map(|(r, o)| (r.to_owned(), o));
+        assert_eq!(outcomes, expected);
+
+        // A reason that is still open keeps lines that look like porcelain's own; a rejection
+        // without a reason does not take the `Done` after it.
+        let stdout = "To /tmp/r.git\n\
+            !\tHEAD:refs/heads/p\t[remote rejected] (update hook exited with status 1: To do:\n\
+            Done\n\
+            )\n\
+            !\tHEAD:refs/heads/q\t[remote rejected]\n\
+            Done\n";
+        let reasons: Vec<RefOutcome> = parse_porcelain(stdout)
+            .iter()
+            .map(|line| outcome_of(line, "", &[]))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                refused("update hook exited with status 1: To do:; Done"),
+                refused(""),
+            ]
+        );
     }
 
     /// Returns the outcome of `[remote rejected] (<reason>)` for `refname`, with `stderr`.
