@@ -51,7 +51,8 @@ pub struct UpdateReport {
     pub divergent: Vec<String>,
     /// Refs that the remote, or git itself, refused, with the reason.
     pub rejected: Vec<RejectedRef>,
-    /// True if every rejection was of a passing kind (a lock on the remote): worth a retry.
+    /// True if every rejection was of a passing kind (a lock on the remote, or a ref that
+    /// moved there during the second round): worth a retry.
     pub rejections_transient: bool,
     /// A digest of the mirrored local refs as planned.
     pub fingerprint: String,
@@ -360,7 +361,7 @@ fn tally(
                     reason: reason.clone(),
                 });
             }
-            RefOutcome::RemoteRejected { reason } => {
+            RefOutcome::RemoteRejected { reason, .. } => {
                 report.rejections_transient &=
                     result.outcome.is_lock_failure() || result.outcome.is_stale();
                 report.rejected.push(RejectedRef {

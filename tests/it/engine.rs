@@ -369,6 +369,67 @@ fn ref_refused_by_remote_hook_is_reported_and_others_land() {
 }
 
 #[test]
+fn ref_whose_name_conflicts_on_the_remote_is_a_permanent_rejection() {
+    // The remote has `refs/heads/a/b` (unmerged work, so it is not pruned), which leaves no
+    // room for a file `refs/heads/a`: git's receive-pack says "cannot lock ref", but nothing
+    // is locked and no retry can help.
+    let f = fixture();
+    let env = &f.env;
+    env.set_ref(&f.local, "refs/heads/a", &f.c1);
+    let remote_work = env.make_commit_on(&f.remote, None, "remote work");
+    env.set_ref(&f.remote, "refs/heads/a/b", &remote_work);
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    let out = update(env, "m");
+    out.assert_code(1);
+    let remote = env.refs(&f.remote);
+    assert_eq!(remote.get("refs/heads/main"), Some(&f.c2), "{out}");
+    assert_eq!(remote.get("refs/heads/a/b"), Some(&remote_work));
+    assert!(!remote.contains_key("refs/heads/a"));
+    let s = status(env, "m");
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    let reason = "failed to update ref: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' exists; \
+                  cannot create 'refs/heads/a'";
+    assert_eq!(
+        s["rejected_refs"],
+        serde_json::json!([{"ref": "refs/heads/a", "reason": reason}]),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["last_error"],
+        format!("Some refs were rejected by the remote:\n\nrefs/heads/a ({reason})")
+    );
+}
+
+#[test]
+fn ref_held_by_a_lock_file_on_the_remote_is_a_transient_rejection() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    // Another git process is updating main there, or one crashed and left its lock.
+    std::fs::write(f.remote.join("refs/heads/main.lock"), "").expect("lock file made");
+    let out = update(env, "m");
+    out.assert_code(1);
+    assert_eq!(env.rev_parse(&f.remote, "refs/heads/main"), f.c2);
+    let s = status(env, "m");
+    assert_eq!(s["update_status"], "to_retry", "{s:#}");
+    let rejected = &s["rejected_refs"];
+    assert_eq!(rejected[0]["ref"], "refs/heads/main", "{s:#}");
+    let reason = rejected[0]["reason"].as_str().unwrap_or_default();
+    let lock = f.remote.join("./refs/heads/main.lock");
+    assert_eq!(
+        reason,
+        format!(
+            "failed to update ref: cannot lock ref 'refs/heads/main': Unable to create '{}': \
+             File exists.",
+            lock.display()
+        ),
+        "{s:#}"
+    );
+}
+
+#[test]
 fn many_refs_are_split_by_refs_per_push() {
     let f = fixture();
     let env = &f.env;

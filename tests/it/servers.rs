@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{
-    GitDaemon, HangingServer, HttpServer, TestEnv, basic_auth_header_env, closed_port, connect,
-    credential_helper_env, wait_until,
+    DulwichDaemon, GitDaemon, HangingServer, HttpServer, TestEnv, basic_auth_header_env,
+    closed_port, connect, credential_helper_env, wait_until,
 };
 
 const USER: &str = "mirror";
@@ -81,6 +81,37 @@ fn git_daemon_takes_a_push_and_serves_ls_remote() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn dulwich_daemon_takes_a_push_serves_ls_remote_and_stops_when_dropped() {
+    let env = TestEnv::new();
+    let (local, a) = local_with_main(&env);
+    let dulwich = DulwichDaemon::start(&env, "srv");
+    let remote = dulwich.bare_repo(&env, "remote.git");
+    let url = dulwich.url("remote.git");
+
+    let push = env.git_with_env(
+        &local,
+        &["push", &url, "main"],
+        Vec::<(String, String)>::new(),
+    );
+    assert!(
+        push.success(),
+        "{push}\n--- dulwich log ---\n{}",
+        dulwich.log()
+    );
+    assert_eq!(env.refs(&remote), env.refs(&local));
+    assert!(
+        ls_remote(&env, &url, vec![]).contains(&("refs/heads/main".into(), a)),
+        "{}",
+        dulwich.log()
+    );
+
+    let (port, pid) = (dulwich.port(), dulwich.pid());
+    drop(dulwich);
+    assert_refused(port, "dulwich daemon after drop");
+    assert_no_process(pid, "dulwich daemon after drop");
 }
 
 #[test]

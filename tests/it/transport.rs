@@ -1,6 +1,7 @@
 //! The engine over real network transports (git daemon, lighttpd + git http-backend with
-//! Basic auth) and every way a remote can fail: refused credentials, unreachable, hanging,
-//! missing; plus bad local input. Each failure must give a clear error in the status and leave
+//! Basic auth, dulwich's daemon as a receive-pack that is not git's) and every way a remote
+//! can fail: refused credentials, unreachable, hanging, missing, refusing a ref in its own
+//! words; plus bad local input. Each failure must give a clear error in the status and leave
 //! everything else undisturbed.
 
 use std::fs;
@@ -8,7 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use crate::engine::{mirror_toml, mirrored_refs, status, write_config};
-use crate::support::{GitDaemon, HangingServer, HttpServer, TestEnv, closed_port};
+use crate::support::{
+    DULWICH_VERSION, DulwichDaemon, GitDaemon, HangingServer, HttpServer, TestEnv, closed_port,
+};
 
 const SECRET: &str = "s3cret-T0ken-value";
 
@@ -64,6 +67,57 @@ fn mirror_over_git_daemon() {
     );
     env.pushmirror(&["update", "m"]).assert_success();
     assert_eq!(mirrored_refs(&env, &remote), mirrored_refs(&env, &local));
+}
+
+#[test]
+fn dulwich_hook_refusal_of_several_lines_is_recorded_whole() {
+    // dulwich puts the update hook's whole stderr in the ref's porcelain reason, so the
+    // reason spans lines: git prints it verbatim, its closing parenthesis on a line of its own.
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let main = env.rev_parse(&local, "refs/heads/main");
+    env.set_ref(&local, "refs/heads/protected", &main);
+    let dulwich = DulwichDaemon::start(&env, "srv");
+    let remote = dulwich.bare_repo(&env, "remote.git");
+    env.install_hook(
+        &remote,
+        "update",
+        "#!/bin/sh
+\
+         if [ \"$1\" = refs/heads/protected ]; then\n  \
+           echo \"protected branch: $1\" >&2\n  \
+           echo 'ask an admin to push it' >&2\n  \
+           exit 1\n\
+         fi\n\
+         exit 0\n",
+    );
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &dulwich.url("remote.git"), ""),
+    );
+    let out = env.pushmirror(&["update", "m"]);
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "{out}\n--- dulwich {DULWICH_VERSION} log ---\n{}",
+        dulwich.log()
+    );
+    let s = status(&env, "m");
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    let reason = "update hook exited with status 1: protected branch: refs/heads/protected; \
+                  ask an admin to push it";
+    assert_eq!(
+        s["rejected_refs"],
+        serde_json::json!([{"ref": "refs/heads/protected", "reason": reason}]),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["last_error"],
+        format!("Some refs were rejected by the remote:\n\nrefs/heads/protected ({reason})")
+    );
+    let mut landed = mirrored_refs(&env, &local);
+    landed.remove("refs/heads/protected");
+    assert_eq!(mirrored_refs(&env, &remote), landed);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! git's stderr, sorted once into the [`RemoteError`] kind that the scheduler uses to choose
-//! between retrying and `failed`.
+//! between retrying and `failed`; and the remote's words about one refused ref, sorted into
+//! a [`Refusal`] the same way.
 //!
 //! git has no machine-readable failure codes: what it prints comes from git itself, curl,
 //! ssh and the remote's own `remote:` lines. So the kinds are recognised by their words, in
@@ -18,7 +19,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use secrecy::SecretString;
 
-use super::RemoteError;
+use super::{Refusal, RemoteError};
 use crate::mirror::url::scrub_secrets;
 
 /// The lines of stderr kept in an error's detail (the last ones).
@@ -85,13 +86,51 @@ fn failure_kind(lines: &[&str]) -> FailureKind {
     }
 }
 
-/// Returns true for a lowercased line that says a ref or repository lock was in the way.
-pub(super) fn mentions_lock(line: &str) -> bool {
+/// Returns true for a lowercased line that says a lock file was in the way: git's
+/// `Unable to create '<path>.lock': File exists.` or reftable's `cannot lock references`.
+/// git also says "cannot lock ref" of a ref whose name conflicts with another, or that moved,
+/// so those words alone mean no lock.
+fn mentions_lock(line: &str) -> bool {
     static LOCK: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"cannot lock ref|unable to create '[^']*\.lock'|failed to lock")
+        Regex::new(r"unable to create '[^']*\.lock': file exists|error: cannot lock references$")
             .expect("the lock pattern is a valid regex")
     });
     LOCK.is_match(line)
+}
+
+/// Returns what the remote's words about one refused ref mean for another attempt. `words`
+/// is either the reason of its `[remote rejected]` line or, when git's receive-pack said only
+/// `failed to update ref` there, the error it printed on stderr for that ref. Only whole
+/// messages in git's shapes count (and JGit's `failed to lock`): a hook's message that
+/// merely contains the same words is a hook refusing the ref.
+pub(super) fn refusal_of(words: &str) -> Refusal {
+    // What git's ref backends say (refs/files-backend.c, refs/reftable-backend.c) when the
+    // ref is not as receive-pack read it: changed, created or deleted since. A broken ref
+    // adds `: reference broken` and is not matched.
+    static STALE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"^cannot lock ref '[^']+': (is at [0-9a-f]{40,64} but expected [0-9a-f]{40,64}|",
+            r"reference is missing but expected [0-9a-f]{40,64}|reference already exists|",
+            r"unable to resolve reference '[^']+')$",
+        ))
+        .expect("the stale-ref pattern is a valid regex")
+    });
+    // A lock file that exists (the ref's own, or `packed-refs.lock` for a delete), reftable's
+    // lock on its table list, and JGit's result for a ref it could not lock.
+    static LOCKED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"^(cannot lock ref '[^']+': )?Unable to create '[^']+\.lock': File exists\.?$|",
+            r"^cannot lock references$|^failed to lock$",
+        ))
+        .expect("the lock pattern is a valid regex")
+    });
+    if STALE.is_match(words) {
+        Refusal::Stale
+    } else if LOCKED.is_match(words) {
+        Refusal::Locked
+    } else {
+        Refusal::Permanent
+    }
 }
 
 /// Returns true for a lowercased line saying that a quoted path does not exist, unless it is

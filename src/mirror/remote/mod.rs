@@ -15,7 +15,8 @@
 //!   in argv; its own process group, killed on timeout or shutdown; output read bounded);
 //! - `porcelain`: git's words for refs and our types, both ways: the refspecs and leases of a
 //!   push, and the per-ref lines of `git push --porcelain` and `git ls-remote` read back;
-//! - `classify`: git's stderr sorted into a [`RemoteError`] kind.
+//! - `classify`: git's stderr sorted into a [`RemoteError`] kind, and the remote's words
+//!   about one refused ref into a [`Refusal`].
 //!
 //! git's stderr is classified once, there, into a kind that the scheduler uses to choose
 //! between retrying and `failed`; every text that leaves this module went through
@@ -41,7 +42,7 @@ use crate::config::GitConfigPolicy;
 use crate::mirror::refdiff::RefUpdate;
 use crate::mirror::url::{RemoteUrl, scrub_secrets};
 
-use classify::{classify_failure, exit_description, mentions_lock};
+use classify::{classify_failure, exit_description};
 use porcelain::{
     PorcelainLine, collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push,
 };
@@ -99,32 +100,55 @@ pub enum RefOutcome {
     /// Also used, with `stale: false`, for a ref that git did not report at all.
     Rejected { reason: String, stale: bool },
     /// Refused by the remote (`!` with `[remote rejected]`), in the remote's words. When the
-    /// remote only said `failed to update ref` and its stderr named a lock on that ref, the
-    /// reason carries that line too (see [`RefOutcome::is_lock_failure`]).
-    RemoteRejected { reason: String },
+    /// remote only said `failed to update ref`, the reason carries its stderr line about that
+    /// ref too. `refusal` is what those words mean for another attempt.
+    RemoteRejected { reason: String, refusal: Refusal },
+}
+
+/// What the remote's refusal of one ref means for another attempt, read once from the
+/// remote's words when the push is parsed (only git's and JGit's exact message shapes count,
+/// so a hook that happens to use the same words is still a permanent refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The ref moved on the remote between our read and its update: git's `cannot lock ref
+    /// '<ref>': is at <oid> but expected <oid>`, `reference already exists` (created
+    /// meanwhile) or `unable to resolve reference` (deleted meanwhile). Reading the remote
+    /// again is the answer.
+    Stale,
+    /// A lock on the remote was in the way: another git process holds a `.lock` file there,
+    /// or one crashed and left it (`Unable to create '<path>.lock': File exists.`; reftable's
+    /// `cannot lock references`; JGit's `failed to lock`). A later attempt may pass.
+    Locked,
+    /// Anything else: a hook, a protected branch, a ref whose name conflicts with another
+    /// ref (`'refs/heads/a/b' exists; cannot create 'refs/heads/a'`). Trying again changes
+    /// nothing until the remote or the local refs change.
+    Permanent,
 }
 
 impl RefOutcome {
     /// Returns true when the ref was refused because the remote moved since it was read: our
-    /// git's `stale info` / `fetch first` / `non-fast-forward`, or the remote's own
-    /// `cannot lock ref '<ref>': is at <oid> but expected <oid>` (another push updated it
-    /// between our read and our write). Reading the remote again is the answer to both.
+    /// git's `stale info` / `fetch first` / `non-fast-forward`, or the remote's own words for
+    /// a ref that another push changed between our read and our write ([`Refusal::Stale`]).
+    /// Reading the remote again is the answer to both.
     pub fn is_stale(&self) -> bool {
         match self {
             RefOutcome::Rejected { stale, .. } => *stale,
-            RefOutcome::RemoteRejected { reason } => reason.contains("but expected"),
+            RefOutcome::RemoteRejected { refusal, .. } => *refusal == Refusal::Stale,
             RefOutcome::Done | RefOutcome::UpToDate => false,
         }
     }
 
-    /// Returns true when the remote refused the ref because it could not lock it (another
-    /// update was running there, or a stale `.lock` file): a transient refusal, unlike a hook
-    /// or a protected branch.
+    /// Returns true when the remote refused the ref because it could not lock it
+    /// ([`Refusal::Locked`]): a transient refusal, unlike a hook, a protected branch or a
+    /// ref name that conflicts with another ref.
     pub fn is_lock_failure(&self) -> bool {
-        match self {
-            RefOutcome::RemoteRejected { reason } => mentions_lock(&reason.to_ascii_lowercase()),
-            _ => false,
-        }
+        matches!(
+            self,
+            RefOutcome::RemoteRejected {
+                refusal: Refusal::Locked,
+                ..
+            }
+        )
     }
 }
 
@@ -299,27 +323,115 @@ mod tests {
     use super::*;
     use crate::mirror::refdiff::UpdateKind;
 
-    #[test]
-    fn a_remote_that_moved_under_the_push_is_stale() {
-        let moved = RefOutcome::RemoteRejected {
-            reason: "failed to update ref: cannot lock ref 'refs/heads/main': is at 032a \
-                     but expected c310"
-                .into(),
+    /// Installs `script` as the executable hook `name` of the bare repository `repo`.
+    fn install_hook(repo: &Path, name: &str, script: &str) {
+        let hook = repo.join("hooks").join(name);
+        std::fs::write(&hook, script).expect("hook written");
+        std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("hook made executable");
+    }
+
+    #[tokio::test]
+    async fn refs_that_move_on_the_remote_during_the_push_are_stale() {
+        let f = fixture();
+        f.seed(&[
+            ("refs/heads/moved", f.a),
+            ("refs/heads/deleted", f.a),
+            ("refs/heads/other", f.c),
+        ]);
+        // Between receive-pack's advertisement and its ref updates, another push (played by a
+        // pre-receive hook, outside the quarantine that keeps hooks from changing refs) moves
+        // one ref, deletes one and creates one.
+        install_hook(
+            &f.remote,
+            "pre-receive",
+            &format!(
+                "#!/bin/sh
+unset GIT_QUARANTINE_PATH
+                 git update-ref refs/heads/moved {c}
+                 git update-ref -d refs/heads/deleted
+                 git update-ref refs/heads/created {c}
+",
+                c = f.c
+            ),
+        );
+        let url = url_of(&f.remote);
+        let report = remote(&f.local, &url)
+            .push(&[
+                update(
+                    "refs/heads/moved",
+                    UpdateKind::FastForward,
+                    Some(f.a),
+                    Some(f.b),
+                ),
+                update(
+                    "refs/heads/deleted",
+                    UpdateKind::FastForward,
+                    Some(f.a),
+                    Some(f.b),
+                ),
+                update("refs/heads/created", UpdateKind::Create, None, Some(f.b)),
+            ])
+            .await
+            .expect("a refused ref is a result, not an error");
+        for result in &report.results {
+            assert!(result.outcome.is_stale(), "{result:?}");
+            assert!(!result.outcome.is_lock_failure(), "{result:?}");
+        }
+        let RefOutcome::RemoteRejected { reason, .. } = &report.results[0].outcome else {
+            panic!("expected a remote rejection, got {:?}", report.results[0]);
         };
-        assert!(moved.is_stale());
-        assert!(
-            RefOutcome::Rejected {
-                reason: "stale info".into(),
-                stale: true
-            }
-            .is_stale()
+        assert_eq!(
+            *reason,
+            format!(
+                "failed to update ref: cannot lock ref 'refs/heads/moved': is at {} but \
+                 expected {}",
+                f.c, f.a
+            )
         );
-        assert!(
-            !RefOutcome::RemoteRejected {
-                reason: "hook declined".into()
-            }
-            .is_stale()
+    }
+
+    #[tokio::test]
+    async fn a_ref_whose_name_conflicts_with_a_remote_ref_is_refused_for_good() {
+        let f = fixture();
+        f.seed(&[("refs/heads/a/b", f.a), ("refs/heads/c", f.a)]);
+        let url = url_of(&f.remote);
+        let report = remote(&f.local, &url)
+            .push(&[
+                update("refs/heads/a", UpdateKind::Create, None, Some(f.b)),
+                update("refs/heads/c/d", UpdateKind::Create, None, Some(f.b)),
+            ])
+            .await
+            .expect("a refused ref is a result, not an error");
+        let reasons = [
+            "failed to update ref: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' exists; \
+             cannot create 'refs/heads/a'",
+            "failed to update ref: cannot lock ref 'refs/heads/c/d': 'refs/heads/c' exists; \
+             cannot create 'refs/heads/c/d'",
+        ];
+        assert_eq!(
+            outcomes(&report),
+            [
+                (
+                    "refs/heads/a",
+                    RefOutcome::RemoteRejected {
+                        reason: reasons[0].to_owned(),
+                        refusal: Refusal::Permanent,
+                    }
+                ),
+                (
+                    "refs/heads/c/d",
+                    RefOutcome::RemoteRejected {
+                        reason: reasons[1].to_owned(),
+                        refusal: Refusal::Permanent,
+                    }
+                ),
+            ]
         );
+        for result in &report.results {
+            assert!(!result.outcome.is_lock_failure(), "{result:?}");
+            assert!(!result.outcome.is_stale(), "{result:?}");
+        }
     }
 
     fn outcomes(report: &PushReport) -> Vec<(&str, RefOutcome)> {
@@ -574,7 +686,8 @@ mod tests {
                 (
                     "refs/heads/protected",
                     RefOutcome::RemoteRejected {
-                        reason: "hook declined".to_owned()
+                        reason: "hook declined".to_owned(),
+                        refusal: Refusal::Permanent,
                     }
                 ),
                 ("refs/tags/v1", RefOutcome::Done),
@@ -613,7 +726,7 @@ mod tests {
             .expect("a refused ref is a result, not an error");
         let main = &report.results[0];
         assert_eq!(main.refname, "refs/heads/main");
-        let RefOutcome::RemoteRejected { reason } = &main.outcome else {
+        let RefOutcome::RemoteRejected { reason, .. } = &main.outcome else {
             panic!("expected a remote rejection, got {main:?}");
         };
         assert!(

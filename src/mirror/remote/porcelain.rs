@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::Oid;
 use secrecy::SecretString;
 
-use super::{RefOutcome, RefResult, RemoteRefs};
+use super::classify::refusal_of;
+use super::{RefOutcome, RefResult, Refusal, RemoteRefs};
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
 use crate::mirror::url::scrub_secrets;
 
@@ -66,34 +67,59 @@ pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
 pub(super) struct PorcelainLine {
     flag: char,
     pub(super) dst: String,
-    /// `[new branch]`, `[rejected] (stale info)`, `[remote rejected] (hook declined)`, ...
+    /// `[new branch]`, `[rejected] (stale info)`, `[remote rejected] (hook declined)`, ...;
+    /// a remote's reason that spans lines keeps its newlines here.
     pub(super) summary: String,
 }
 
 /// Returns the ref lines of `git push --porcelain` output (`To <url>` and `Done` skipped).
+///
+/// git prints the remote's reason of a rejected ref verbatim, so it can span lines: dulwich
+/// puts a hook's whole stderr, trailing newline included, in it, and the closing `)` comes on
+/// a line of its own. Every line after a rejected ref that is not a ref line belongs to it;
+/// so do `To ...` and `Done` while its reason is still open (no closing parenthesis yet).
 pub(super) fn parse_porcelain(stdout: &str) -> Vec<PorcelainLine> {
-    let mut lines = Vec::new();
-    for line in stdout.lines() {
-        let mut fields = line.splitn(3, '\t');
-        let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
-        else {
+    let mut lines: Vec<PorcelainLine> = Vec::new();
+    for text in stdout.lines() {
+        if let Some(line) = ref_line(text) {
+            lines.push(line);
+            continue;
+        }
+        let Some(rejected) = lines.last_mut().filter(|line| line.flag == '!') else {
             continue;
         };
-        let mut flag_chars = flag.chars();
-        let (Some(flag), None) = (flag_chars.next(), flag_chars.next()) else {
-            continue;
-        };
-        // `<src>:<dst>`, `:<dst>` or `(delete):<dst>`; a ref name never contains ':'.
-        let Some((_, dst)) = refs.rsplit_once(':') else {
-            continue;
-        };
-        lines.push(PorcelainLine {
-            flag,
-            dst: dst.to_owned(),
-            summary: summary.to_owned(),
-        });
+        let open = rejected.summary.contains('(') && !rejected.summary.ends_with(')');
+        let framing = text == "Done" || text.starts_with("To ");
+        if open || !framing {
+            rejected.summary.push('\n');
+            rejected.summary.push_str(text);
+        }
     }
     lines
+}
+
+/// Returns `text` as a ref line, if it is one: a flag git uses, a tab, `<src>:<dst>`, a tab
+/// and the summary.
+fn ref_line(text: &str) -> Option<PorcelainLine> {
+    let mut fields = text.splitn(3, '\t');
+    let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return None;
+    };
+    let mut flag_chars = flag.chars();
+    let (Some(flag), None) = (flag_chars.next(), flag_chars.next()) else {
+        return None;
+    };
+    if !matches!(flag, ' ' | '+' | '-' | '*' | '=' | '!') {
+        return None;
+    }
+    // `<src>:<dst>`, `:<dst>` or `(delete):<dst>`; a ref name never contains ':'.
+    let (_, dst) = refs.rsplit_once(':')?;
+    Some(PorcelainLine {
+        flag,
+        dst: dst.to_owned(),
+        summary: summary.to_owned(),
+    })
 }
 
 /// Returns the outcome of one porcelain line; `stderr` explains a lock failure.
@@ -114,21 +140,15 @@ pub(super) fn outcome_of(
                     stale,
                 }
             } else if let Some(reason) = bracketed_reason(summary, "[remote rejected]") {
-                // git's receive-pack says only this of a ref it could not lock; the remote's
-                // stderr says why.
-                let lock = (reason == "failed to update ref")
-                    .then(|| lock_line_for(stderr, &line.dst))
-                    .flatten();
-                let reason = match lock {
-                    Some(lock) => format!("{reason}: {lock}"),
-                    None => reason.to_owned(),
-                };
+                let (reason, refusal) = remote_refusal(&one_line(reason), stderr, &line.dst);
                 RefOutcome::RemoteRejected {
                     reason: scrub_secrets(&reason, secrets),
+                    refusal,
                 }
             } else {
                 RefOutcome::RemoteRejected {
-                    reason: scrub_secrets(summary, secrets),
+                    reason: scrub_secrets(&one_line(summary), secrets),
+                    refusal: Refusal::Permanent,
                 }
             }
         }
@@ -145,19 +165,60 @@ fn bracketed_reason<'s>(summary: &'s str, tag: &str) -> Option<&'s str> {
     )
 }
 
-/// Returns the remote's "cannot lock ref '<refname>'..." line of `stderr`, without the
-/// `remote: error: ` prefix.
-fn lock_line_for(stderr: &str, refname: &str) -> Option<String> {
-    let needle = format!("cannot lock ref '{refname}'");
-    stderr
+/// Returns `reason` on one line: the lines of a reason that spans several (a hook's stderr,
+/// as dulwich reports it) trimmed, the empty ones dropped, joined with "; ", so that
+/// `last_error` still shows one rejected ref per line.
+fn one_line(reason: &str) -> String {
+    reason
         .lines()
-        .find(|line| line.contains(&needle))
-        .map(|line| {
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Returns the reason to record for a ref the remote rejected for `reason`, and what it
+/// means for another attempt.
+///
+/// git's receive-pack says only `failed to update ref` of a ref that its ref transaction
+/// refused, and prints the transaction's error on stderr: that line joins the reason and
+/// decides. Other servers (GitHub, JGit) put their explanation in the reason itself.
+fn remote_refusal(reason: &str, stderr: &str, refname: &str) -> (String, Refusal) {
+    if reason == "failed to update ref"
+        && let Some(error) = transaction_error_for(stderr, refname)
+    {
+        let refusal = refusal_of(&error);
+        return (format!("{reason}: {error}"), refusal);
+    }
+    (reason.to_owned(), refusal_of(reason))
+}
+
+/// Returns the error receive-pack printed on `stderr` (`remote: error: <message>`) about
+/// `refname`: the message whose subject it is (`cannot lock ref '<refname>': ...`, or
+/// reftable's `... cannot create '<refname>'`), else one about a lock of the whole
+/// repository, which names no ref (`Unable to create '<path>/packed-refs.lock': File exists.`,
+/// `cannot lock references`). A message that names `refname` only as the other ref of a
+/// conflict is about that other ref.
+fn transaction_error_for(stderr: &str, refname: &str) -> Option<String> {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| {
             let line = line.trim();
             let line = line.strip_prefix("remote:").unwrap_or(line).trim_start();
-            let line = line.strip_prefix("error:").unwrap_or(line);
-            line.trim().to_owned()
+            Some(line.strip_prefix("error:")?.trim())
         })
+        .collect();
+    let subject = format!("cannot lock ref '{refname}':");
+    let created = format!("cannot create '{refname}'");
+    errors
+        .iter()
+        .find(|error| error.starts_with(&subject) || error.ends_with(&created))
+        .or_else(|| {
+            errors.iter().find(|error| {
+                !error.starts_with("cannot lock ref '") && refusal_of(error) == Refusal::Locked
+            })
+        })
+        .map(|error| (*error).to_owned())
 }
 
 /// Returns one result per update, in the order of `updates`: what git reported, else the
@@ -305,17 +366,286 @@ mod tests {
                     reason: "failed to update ref: cannot lock ref 'refs/heads/main': Unable \
                              to create '/tmp/r.git/./refs/heads/main.lock': File exists."
                         .to_owned(),
+                    refusal: Refusal::Locked,
                 },
             ),
             (
                 "refs/heads/p",
                 RefOutcome::RemoteRejected {
                     reason: "pre-receive hook declined".to_owned(),
+                    refusal: Refusal::Permanent,
                 },
             ),
         ]
         .map(|(r, o)| (r.to_owned(), o));
         assert_eq!(outcomes, expected);
+    }
+
+    #[test]
+    fn reasons_that_span_lines_are_kept_whole() {
+        // Real output of git 2.47 pushing to `dulwich daemon` 1.2.21, whose update hook
+        // printed three lines for `protected` (one ending in ")", one starting with a tab),
+        // one for `oneline` and nothing for `silent`: dulwich puts the hook's stderr, newlines
+        // included, in the reason.
+        let stdout = "To git://127.0.0.1:38069/tmp/tmp.lpbseeV3Du/d.git\n\
+            *\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/free\t[new branch]\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/protected\t[remote rejected] \
+            (update hook exited with status 1: protected branch: refs/heads/protected\n\
+            ask an admin (see docs)\n\
+            \tthen push again\n\
+            )\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/oneline\t[remote rejected] \
+            (update hook exited with status 1: no: refs/heads/oneline\n\
+            )\n\
+            !\t6a0d0c253c0d2e1a0450401b046fb547bc149964:refs/heads/silent\t[remote rejected] \
+            (update hook exited with status 1: )\n\
+            Done\n";
+        let outcomes: Vec<(String, RefOutcome)> = parse_porcelain(stdout)
+            .iter()
+            .map(|line| (line.dst.clone(), outcome_of(line, "", &[])))
+            .collect();
+        let refused = |reason: &str| RefOutcome::RemoteRejected {
+            reason: reason.to_owned(),
+            refusal: Refusal::Permanent,
+        };
+        let expected = [
+            ("refs/heads/free", RefOutcome::Done),
+            (
+                "refs/heads/protected",
+                refused(
+                    "update hook exited with status 1: protected branch: refs/heads/protected; \
+                     ask an admin (see docs); then push again",
+                ),
+            ),
+            (
+                "refs/heads/oneline",
+                refused("update hook exited with status 1: no: refs/heads/oneline"),
+            ),
+            (
+                "refs/heads/silent",
+                refused("update hook exited with status 1:"),
+            ),
+        ]
+        .map(|(r, o)| (r.to_owned(), o));
+        assert_eq!(outcomes, expected);
+
+        // A reason that is still open keeps lines that look like porcelain's own; a rejection
+        // without a reason does not take the `Done` after it.
+        let stdout = "To /tmp/r.git\n\
+            !\tHEAD:refs/heads/p\t[remote rejected] (update hook exited with status 1: To do:\n\
+            Done\n\
+            )\n\
+            !\tHEAD:refs/heads/q\t[remote rejected]\n\
+            Done\n";
+        let reasons: Vec<RefOutcome> = parse_porcelain(stdout)
+            .iter()
+            .map(|line| outcome_of(line, "", &[]))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                refused("update hook exited with status 1: To do:; Done"),
+                refused(""),
+            ]
+        );
+    }
+
+    /// Returns the outcome of `[remote rejected] (<reason>)` for `refname`, with `stderr`.
+    fn remote_rejected(refname: &str, reason: &str, stderr: &str) -> RefOutcome {
+        let stdout =
+            format!("To /tmp/r.git\n!\tHEAD:{refname}\t[remote rejected] ({reason})\nDone\n");
+        let lines = parse_porcelain(&stdout);
+        assert_eq!(lines.len(), 1, "{stdout}");
+        outcome_of(&lines[0], stderr, &[])
+    }
+
+    #[test]
+    fn remote_refusals_mean_what_git_says_and_nothing_looser() {
+        /// What the remote said of the ref, and what it must mean.
+        struct Case {
+            refname: &'static str,
+            reason: &'static str,
+            stderr: &'static str,
+            recorded: &'static str,
+            stale: bool,
+            locked: bool,
+        }
+        let refused = |refname, reason, stderr, recorded| Case {
+            refname,
+            reason,
+            stderr,
+            recorded,
+            stale: false,
+            locked: false,
+        };
+        let stale = |refname, reason, stderr, recorded| Case {
+            stale: true,
+            ..refused(refname, reason, stderr, recorded)
+        };
+        let locked = |refname, reason, stderr, recorded| Case {
+            locked: true,
+            ..refused(refname, reason, stderr, recorded)
+        };
+        // The stderr lines are git 2.47's (files backend unless marked reftable) from pushes
+        // to a local bare repository, padding included; the others are marked.
+        let cases = [
+            // A ref whose name conflicts with an existing one: nothing is locked.
+            refused(
+                "refs/heads/a",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' exists; \
+                 cannot create 'refs/heads/a'        \n\
+                 error: failed to push some refs to '../r.git'\n",
+                "failed to update ref: cannot lock ref 'refs/heads/a': 'refs/heads/a/b' \
+                 exists; cannot create 'refs/heads/a'",
+            ),
+            refused(
+                "refs/heads/f/g",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/f/g': 'refs/heads/f' exists; \
+                 cannot create 'refs/heads/f/g'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/f/g': 'refs/heads/f' \
+                 exists; cannot create 'refs/heads/f/g'",
+            ),
+            // reftable: the same conflict without "cannot lock ref"
+            refused(
+                "refs/heads/a",
+                "failed to update ref",
+                "remote: error: 'refs/heads/a/b' exists; cannot create 'refs/heads/a'        \n",
+                "failed to update ref: 'refs/heads/a/b' exists; cannot create 'refs/heads/a'",
+            ),
+            // a directory that holds no ref but a stray file
+            refused(
+                "refs/heads/d",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/d': there is a non-empty \
+                 directory './refs/heads/d' blocking reference 'refs/heads/d'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/d': there is a non-empty \
+                 directory './refs/heads/d' blocking reference 'refs/heads/d'",
+            ),
+            // GitHub puts git's message in the reason itself (not provoked here)
+            refused(
+                "refs/heads/feature/x",
+                "cannot lock ref 'refs/heads/feature/x': 'refs/heads/feature' exists; \
+                 cannot create 'refs/heads/feature/x'",
+                "",
+                "cannot lock ref 'refs/heads/feature/x': 'refs/heads/feature' exists; \
+                 cannot create 'refs/heads/feature/x'",
+            ),
+            // The ref moved between the remote's advertisement and its update (a pre-receive
+            // hook moved it): updated, created or deleted meanwhile.
+            stale(
+                "refs/heads/upd",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/upd': is at \
+                 6a0d0c253c0d2e1a0450401b046fb547bc149964 but expected \
+                 30b752bbbee6ccca4e9070154461b1bdaf5b77d7        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/upd': is at \
+                 6a0d0c253c0d2e1a0450401b046fb547bc149964 but expected \
+                 30b752bbbee6ccca4e9070154461b1bdaf5b77d7",
+            ),
+            stale(
+                "refs/heads/appeared",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/appeared': reference already \
+                 exists        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/appeared': reference \
+                 already exists",
+            ),
+            stale(
+                "refs/heads/gone",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/gone': unable to resolve \
+                 reference 'refs/heads/gone'        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/gone': unable to resolve \
+                 reference 'refs/heads/gone'",
+            ),
+            // GitHub (not provoked here)
+            stale(
+                "refs/heads/main",
+                "cannot lock ref 'refs/heads/main': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+                "",
+                "cannot lock ref 'refs/heads/main': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+            ),
+            // A lock file in the way: the ref's own, packed-refs' (a delete), reftable's.
+            locked(
+                "refs/heads/k",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/k': Unable to create \
+                 '/tmp/r2.git/./refs/heads/k.lock': File exists.        \n\
+                 remote: \n\
+                 remote: Another git process seems to be running in this repository, e.g.        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/k': Unable to create \
+                 '/tmp/r2.git/./refs/heads/k.lock': File exists.",
+            ),
+            locked(
+                "refs/heads/b",
+                "failed to update ref",
+                "remote: error: Unable to create '/tmp/s.git/./packed-refs.lock': File \
+                 exists.        \n\
+                 remote: \n\
+                 remote: Another git process seems to be running in this repository, e.g.        \n",
+                "failed to update ref: Unable to create '/tmp/s.git/./packed-refs.lock': \
+                 File exists.",
+            ),
+            locked(
+                "refs/heads/new",
+                "failed to update ref",
+                "remote: error: cannot lock references        \n\
+                 remote: error: cannot lock references        \n",
+                "failed to update ref: cannot lock references",
+            ),
+            // JGit (Gerrit and others): its words for a lock failure (not provoked here)
+            locked("refs/heads/main", "failed to lock", "", "failed to lock"),
+            // A hook that uses git's words is still a hook refusing the ref.
+            refused(
+                "refs/heads/x",
+                "update hook exited with status 1: cannot lock ref 'refs/heads/x': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+                "",
+                "update hook exited with status 1: cannot lock ref 'refs/heads/x': is at \
+                 98bf7e54a615d7e23cbcf8688d22c4099a1d2240 but expected \
+                 00da1b358846ae9a8ffa71b34eb1e330e3a37e3d",
+            ),
+            refused(
+                "refs/heads/release",
+                "update hook exited with status 1: failed to lock the release: ask the team",
+                "",
+                "update hook exited with status 1: failed to lock the release: ask the team",
+            ),
+            refused(
+                "refs/heads/x",
+                "hook declined",
+                "remote: cannot lock ref 'refs/heads/x': Unable to create 'x.lock': File \
+                 exists.        \n\
+                 remote: error: hook declined to update refs/heads/x        \n",
+                "hook declined",
+            ),
+            // A broken ref on the remote is not one that moved.
+            refused(
+                "refs/heads/broken",
+                "failed to update ref",
+                "remote: error: cannot lock ref 'refs/heads/broken': unable to resolve \
+                 reference 'refs/heads/broken': reference broken        \n",
+                "failed to update ref: cannot lock ref 'refs/heads/broken': unable to \
+                 resolve reference 'refs/heads/broken': reference broken",
+            ),
+        ];
+        for case in cases {
+            let outcome = remote_rejected(case.refname, case.reason, case.stderr);
+            let recorded = match &outcome {
+                RefOutcome::RemoteRejected { reason, .. } => reason.as_str(),
+                other => panic!("{}: not a remote rejection: {other:?}", case.refname),
+            };
+            assert_eq!(recorded, case.recorded, "{}", case.reason);
+            assert_eq!(outcome.is_stale(), case.stale, "stale? {recorded}");
+            assert_eq!(outcome.is_lock_failure(), case.locked, "locked? {recorded}");
+        }
     }
 
     #[test]

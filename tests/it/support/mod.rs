@@ -1,7 +1,7 @@
 //! Hermetic fixtures for integration tests: a temporary directory with its own `HOME` and git
 //! configuration, helpers that build repositories with plain `git`, a bounded runner for the
-//! `pushmirror` binary, and real git servers on loopback ([`GitDaemon`], [`HttpServer`]) plus
-//! misbehaving peers ([`HangingServer`], [`closed_port`]).
+//! `pushmirror` binary, and real git servers on loopback ([`GitDaemon`], [`HttpServer`],
+//! [`DulwichDaemon`]) plus misbehaving peers ([`HangingServer`], [`closed_port`]).
 //!
 //! Nothing outside the temporary directory is touched, every command runs with `env_clear()`
 //! plus [`TestEnv::git_env`], and every process started is killed in `Drop`.
@@ -26,7 +26,8 @@ mod servers;
 pub use process::{Background, Output, RUN_TIMEOUT};
 #[allow(unused_imports)] // re-exported for test modules that may not use all of them yet
 pub use servers::{
-    GitDaemon, HangingServer, HttpServer, closed_port, connect, enable_http_push, free_port,
+    DULWICH_VERSION, DulwichDaemon, GitDaemon, HangingServer, HttpServer, closed_port, connect,
+    enable_http_push, free_port,
 };
 
 use std::collections::BTreeMap;

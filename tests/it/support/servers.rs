@@ -1,6 +1,8 @@
 //! Real git servers on 127.0.0.1 for integration tests: `git daemon` (git://), lighttpd in
-//! front of `git http-backend` with HTTP Basic auth, a TCP server that never answers, and a
-//! closed port. Recipes: `/work/shared/reference/git-transport-lfs-and-test-servers.md` §4.
+//! front of `git http-backend` with HTTP Basic auth, `dulwich daemon` (a second receive-pack,
+//! not git's), a TCP server that never answers, and a closed port. Recipes:
+//! `/work/shared/reference/git-transport-lfs-and-test-servers.md` §4 and
+//! `/work/shared/reference/test-servers.md` §4 (dulwich).
 
 use std::fs;
 use std::io;
@@ -22,6 +24,13 @@ const START_ATTEMPTS: usize = 5;
 
 const LIGHTTPD_MISSING: &str =
     "lighttpd is not installed: run .ci/run or apt-get install lighttpd apache2-utils";
+
+/// The dulwich release the tests expect: its words are asserted exactly.
+pub const DULWICH_VERSION: &str = "1.2.21";
+/// Names the `dulwich` executable to use; `.ci/run` sets it.
+const DULWICH_VAR: &str = "PUSHMIRROR_TEST_DULWICH";
+/// Where `.ci/run` installs dulwich when the variable is not set (relative to the crate).
+const DULWICH_VENV: &str = "target/ci-venv";
 
 /// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {
@@ -197,6 +206,90 @@ impl GitDaemon {
     }
 
     /// What the daemon has logged (`--verbose`: one line per connection), for messages.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// Returns the `dulwich` executable: `$PUSHMIRROR_TEST_DULWICH`, else the one in the virtual
+/// environment that `.ci/run` makes. Panics with how to install it when it is missing: a test
+/// that needs a second git server never passes without one.
+fn dulwich_program() -> PathBuf {
+    let program = match std::env::var_os(DULWICH_VAR) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(DULWICH_VENV)
+            .join("bin/dulwich"),
+    };
+    assert!(
+        program.is_file(),
+        "dulwich {DULWICH_VERSION} is not installed at {}: run .ci/run, or install it by hand \
+         with `python3 -m venv {DULWICH_VENV} && {DULWICH_VENV}/bin/pip install \
+         dulwich=={DULWICH_VERSION}` in the crate's directory, or set {DULWICH_VAR} to a \
+         dulwich {DULWICH_VERSION} executable",
+        program.display()
+    );
+    program
+}
+
+/// `dulwich daemon` (PyPI dulwich, pure Python) serving bare repositories over `git://`, push
+/// enabled, no auth: an independent receive-pack, which runs the repository's `update` hook
+/// and puts the hook's stderr in the ref's porcelain reason. Runs as a child; `Drop` kills it.
+pub struct DulwichDaemon {
+    process: Background,
+    port: u16,
+    base_path: PathBuf,
+}
+
+impl DulwichDaemon {
+    /// Starts `dulwich daemon` on a free port of 127.0.0.1 for the repositories under
+    /// `base_path` (created if missing). Returns once it holds the listening socket.
+    pub fn start(env: &TestEnv, base_path: impl AsRef<Path>) -> DulwichDaemon {
+        let program = dulwich_program();
+        let base_path = env.path(base_path);
+        fs::create_dir_all(&base_path).unwrap();
+        let log = env.unique_path("logs/dulwich-daemon", "log");
+        let (process, port) = start_on_free_port("dulwich daemon", &log, |port| {
+            // dulwich 1.2.21 joins the URL's path (which starts with /) onto the root it
+            // serves and refuses any other root than `/` ("Path '/x.git' not inside root"):
+            // serve `/`, and put the absolute path in the URL.
+            let mut cmd = env.command(&program);
+            cmd.args(["daemon", "-l", "127.0.0.1", "-p", &port.to_string(), "/"]);
+            cmd
+        });
+        DulwichDaemon {
+            process,
+            port,
+            base_path,
+        }
+    }
+
+    /// `git://127.0.0.1:<port><absolute path of name>`, `name` relative to the base path.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "git://127.0.0.1:{}{}",
+            self.port,
+            self.base_path.join(name).display()
+        )
+    }
+
+    /// The TCP port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Makes a bare repository `name` under the base path with git (dulwich serves git's
+    /// repositories as they are).
+    pub fn bare_repo(&self, env: &TestEnv, name: &str) -> PathBuf {
+        env.bare_repo(self.base_path.join(name))
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// What the daemon has logged (its tracebacks, if any), for messages.
     pub fn log(&self) -> String {
         self.process.log()
     }
