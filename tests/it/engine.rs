@@ -401,7 +401,7 @@ fn ref_whose_name_conflicts_on_the_remote_is_a_permanent_rejection() {
 }
 
 #[test]
-fn ref_held_by_a_lock_file_on_the_remote_is_a_transient_rejection() {
+fn ref_held_by_a_lock_file_on_the_remote_is_rejected_with_gits_reason() {
     let f = fixture();
     let env = &f.env;
     write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
@@ -413,7 +413,9 @@ fn ref_held_by_a_lock_file_on_the_remote_is_a_transient_rejection() {
     out.assert_code(1);
     assert_eq!(env.rev_parse(&f.remote, "refs/heads/main"), f.c2);
     let s = status(env, "m");
-    assert_eq!(s["update_status"], "to_retry", "{s:#}");
+    // Transient, but `pushmirror update` retries nothing: its one attempt is the last allowed
+    // (the daemon retries it: daemon::the_last_allowed_retry_ends_failed_...).
+    assert_eq!(s["update_status"], "failed", "{s:#}");
     let rejected = &s["rejected_refs"];
     assert_eq!(rejected[0]["ref"], "refs/heads/main", "{s:#}");
     let reason = rejected[0]["reason"].as_str().unwrap_or_default();
