@@ -254,7 +254,11 @@ fn loads_or_says_where(text: &[u8]) -> Result<(), String> {
     match Config::load(&path) {
         Ok(config) => {
             let problems = config.mirror_problems.iter().map(|p| p.to_string());
-            let rendered = config.warnings.iter().map(|w| w.to_string()).chain(problems);
+            let rendered = config
+                .warnings
+                .iter()
+                .map(|w| w.to_string())
+                .chain(problems);
             for rendered in rendered {
                 let (line, column) = position(&rendered, &path)?;
                 inside(&readable, line, column).map_err(|e| format!("{rendered:?}: {e}"))?;

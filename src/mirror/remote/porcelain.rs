@@ -699,3 +699,6 @@ mod tests {
         assert!(parse_ls_remote("garbage\n").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests;
