@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -109,12 +109,23 @@ impl Harness {
     /// Starts a daemon on a configuration of `mirrors` (name, repository directory) with
     /// `max_parallel_pushes = parallel`; every repository is made, empty.
     async fn start(mirrors: &[(&str, &str)], parallel: usize) -> Harness {
+        Harness::start_with(mirrors, parallel, |_| {}).await
+    }
+
+    /// Starts a daemon as [`Harness::start`] does, on the configuration as `edit` leaves it
+    /// (values that validation would refuse, for instance).
+    async fn start_with(
+        mirrors: &[(&str, &str)],
+        parallel: usize,
+        edit: impl FnOnce(&mut Config),
+    ) -> Harness {
         let (still, hold) = std::sync::mpsc::channel::<()>();
         // A blocking task in flight inhibits the paused clock's auto-advance.
         tokio::task::spawn_blocking(move || hold.recv());
         let dir = tempfile::tempdir().expect("temporary directory");
         write_config(dir.path(), mirrors, parallel);
-        let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+        let mut config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+        edit(&mut config);
         let socket = config.daemon.socket.clone();
         let listener = control::bind(&socket, None).expect("bind the control socket");
         let (started_tx, started) = mpsc::unbounded_channel();
@@ -466,4 +477,28 @@ async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
         .expect("append");
     let (_queue, pending) = Queue::open(&dir.path().join("state")).expect("open the queue");
     assert!(pending.contains_key("b"), "{pending:?}");
+}
+
+/// `max_parallel_pushes` past what tokio's semaphore holds (as if it slipped past validation)
+/// is clamped at start and at reload instead of panicking the daemon.
+#[tokio::test(start_paused = true)]
+async fn a_permit_count_past_the_semaphore_limit_is_clamped() {
+    assert_eq!(super::permit_count(usize::MAX), Semaphore::MAX_PERMITS);
+    assert_eq!(super::permit_count(0), 1);
+    assert_eq!(super::permit_count(4), 4);
+    let mut h = Harness::start_with(&[("a", "ra.git")], 1, |config| {
+        config.daemon.max_parallel_pushes = usize::MAX;
+    })
+    .await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    // The file says 1: the reload forgets all but one permit.
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 1 }
+    ));
+    h.sync("a", false).await;
+    h.next_start().await.finish();
+    h.settle().await;
+    h.stop().await;
 }
