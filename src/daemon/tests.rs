@@ -502,3 +502,49 @@ async fn a_permit_count_past_the_semaphore_limit_is_clamped() {
     h.settle().await;
     h.stop().await;
 }
+
+/// Every number and duration of the configuration at its type's largest, as if it had slipped
+/// past validation: the daemon starts, schedules far ahead, answers `status`, and reloads.
+#[tokio::test(start_paused = true)]
+async fn values_past_every_bound_never_panic_the_daemon() {
+    let mut h = Harness::start_with(&[("a", "ra.git")], 1, |config| {
+        config.daemon.max_parallel_pushes = usize::MAX;
+        for mirror in &mut config.mirrors {
+            mirror.delay = Duration::MAX;
+            mirror.protected_delay = Duration::MAX;
+            mirror.timeout = Some(Duration::MAX);
+            mirror.retries = u32::MAX;
+            mirror.refs_per_push = usize::MAX;
+        }
+    })
+    .await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    h.settle().await;
+    // The window after that start ends beyond any clock: the next push waits "forever".
+    h.push("ra.git").await;
+    h.settle().await;
+    let status = h.status("a").await;
+    assert_eq!(status.update_status, UpdateStatus::Scheduled);
+    let due = status.next_update_at.expect("a due time");
+    let ahead = due.0.duration_since(std::time::SystemTime::now());
+    assert!(
+        ahead.is_ok_and(|ahead| ahead > Duration::from_secs(10 * 365 * 86_400)),
+        "{status:?}"
+    );
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    // A forced update still starts at once.
+    h.sync("a", false).await;
+    h.next_start().await.finish();
+    h.settle().await;
+    // A reload brings the file's own values back, and shrinks the huge number of permits.
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 1 }
+    ));
+    h.push("ra.git").await;
+    h.settle().await;
+    assert_eq!(h.status("a").await.update_status, UpdateStatus::Scheduled);
+    h.stop().await;
+}
