@@ -80,7 +80,7 @@ impl Client {
     /// full listen backlog makes a connection attempt fail at once; it is retried until the
     /// timeout passes).
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Client, ClientError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::later(Instant::now(), timeout);
         let mut pause = Duration::from_millis(2);
         loop {
             let attempt = tokio::time::timeout_at(deadline, UnixStream::connect(path)).await;
@@ -116,7 +116,7 @@ impl Client {
                 }
                 io::ErrorKind::WouldBlock => {
                     // The backlog is full: the daemon is alive but busy.
-                    if Instant::now() + pause >= deadline {
+                    if crate::clock::later(Instant::now(), pause) >= deadline {
                         return Err(ClientError::Timeout { timeout });
                     }
                     tokio::time::sleep(pause).await;

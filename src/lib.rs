@@ -24,10 +24,12 @@
 //! - [`mirror`]: one update of one mirror (what the daemon and `pushmirror update` run):
 //!   refdiff (pure), local reads (libgit2), credentials, URLs, and `remote`, the only code
 //!   that talks to remotes;
+//! - [`clock`]: deadlines and due times computed without overflow;
 //! - [`paths`] and [`error`]: path and error-rendering helpers.
 
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod error;

@@ -57,6 +57,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// Returns `duration` as the configuration writes it, whole seconds, largest units first:
+/// `"0s"`, `"90s"` as `"1m30s"`, `"7d"`. [`parse_duration`] reads it back.
+pub fn format_duration(duration: Duration) -> String {
+    let mut rest = duration.as_secs();
+    if rest == 0 {
+        return "0s".to_owned();
+    }
+    let mut text = String::new();
+    for (unit, seconds) in UNITS {
+        if rest >= seconds {
+            text.push_str(&format!("{}{unit}", rest / seconds));
+            rest %= seconds;
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +130,19 @@ mod tests {
         );
         assert_eq!(error("99999999999999999999s"), "duration is too large");
         assert_eq!(error("999999999999999999d"), "duration is too large");
+    }
+
+    #[test]
+    fn formatted_as_written() {
+        let text = |secs| format_duration(Duration::from_secs(secs));
+        assert_eq!(text(0), "0s");
+        assert_eq!(text(1), "1s");
+        assert_eq!(text(90), "1m30s");
+        assert_eq!(text(3600), "1h");
+        assert_eq!(text(604_800), "7d");
+        assert_eq!(text(93_784), "1d2h3m4s");
+        for secs in [0, 59, 61, 3599, 86_401, 604_800, u64::MAX] {
+            assert_eq!(secs, self::secs(&text(secs)), "{}", text(secs));
+        }
     }
 }

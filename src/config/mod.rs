@@ -62,7 +62,7 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Group allowed to use the socket (mode 0660); none means the daemon's own group.
     pub socket_group: Option<String>,
-    /// Concurrent updates across all mirrors. Default 4, at least 1.
+    /// Concurrent updates across all mirrors. Default 4, 1 to 1024.
     pub max_parallel_pushes: usize,
     /// `log_format = "text" | "json"`; default text.
     pub log_format: LogFormat,
@@ -182,15 +182,17 @@ pub struct Mirror {
     /// HTTP(S) user name: `username`, else the one embedded in the URL.
     pub username: Option<String>,
     pub password: PasswordSource,
-    /// The window for mirrors of all branches (`delay`, default 5m).
+    /// The window for mirrors of all branches (`delay`, default 5m, at most 7d).
     pub delay: Duration,
-    /// The window for `only_protected_branches` mirrors (`protected_delay`, default 1m).
+    /// The window for `only_protected_branches` mirrors (`protected_delay`, default 1m, at
+    /// most 7d).
     pub protected_delay: Duration,
-    /// Retries of a transient failure before `failed` (default 3).
+    /// Retries of a transient failure before `failed` (default 3, at most 100).
     pub retries: u32,
-    /// Longest an update may run; `None` means 1h, or 3h for a first sync.
+    /// Longest an update may run (1s to 7d); `None` means 1h, or 3h for a first sync.
     pub timeout: Option<Duration>,
-    /// Most refs in one `git push` (default 10000); more are split into several pushes.
+    /// Most refs in one `git push` (default 10000, 1 to 1,000,000); more are split into
+    /// several pushes.
     pub refs_per_push: usize,
 }
 

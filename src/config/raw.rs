@@ -32,7 +32,7 @@ pub(super) struct RawDaemon {
     pub socket: Option<Spanned<String>>,
     /// Default: the daemon's own group.
     pub socket_group: Option<Spanned<String>>,
-    /// Default 4; at least 1.
+    /// Default 4; 1 to 1024.
     pub max_parallel_pushes: Option<Spanned<usize>>,
     /// Default `"text"`.
     pub log_format: Option<RawLogFormat>,
@@ -85,15 +85,15 @@ pub(super) struct RawOptions {
     /// Relative to the file's directory; not together with `password_env`.
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
-    /// A duration; default `"5m"`.
+    /// A duration; default `"5m"`; 0s to 7d.
     pub delay: Option<Spanned<String>>,
-    /// A duration; default `"1m"`.
+    /// A duration; default `"1m"`; 0s to 7d.
     pub protected_delay: Option<Spanned<String>>,
-    /// Default 3.
+    /// Default 3; 0 to 100.
     pub retries: Option<Spanned<u32>>,
-    /// A duration; default none (1h, or 3h for a first sync).
+    /// A duration; default none (1h, or 3h for a first sync); 1s to 7d.
     pub timeout: Option<Spanned<String>>,
-    /// Default 10000; at least 1.
+    /// Default 10000; 1 to 1,000,000.
     pub refs_per_push: Option<Spanned<usize>>,
 }
 

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::error::{Diagnostic, MirrorProblem, line_and_column};
 use super::raw::{
     RawConfig, RawDaemon, RawGitConfig, RawIdentity, RawLogFormat, RawMirror, RawOptions, RawPrune,
@@ -48,6 +48,16 @@ const DEFAULT_DELAY: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_PROTECTED_DELAY: Duration = Duration::from_secs(60);
 const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_REFS_PER_PUSH: usize = 10_000;
+/// The accepted ranges of the numbers and durations (README.md's configuration tables list
+/// them): wide enough for any sensible setting, narrow enough that nothing the daemon computes
+/// from them (due times, deadlines, semaphore permits) comes near an overflow.
+const MAX_PARALLEL_PUSHES: RangeInclusive<usize> = 1..=1024;
+const RETRIES: RangeInclusive<u32> = 0..=100;
+const REFS_PER_PUSH: RangeInclusive<usize> = 1..=1_000_000;
+/// `delay` and `protected_delay`: a mirror updated weekly at most is still a mirror.
+const DELAY: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(7 * 86_400);
+/// A first sync of a huge repository over a slow link may take days, but not weeks.
+const TIMEOUT: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
 /// `sun_path` holds 108 bytes on Linux, the terminating NUL included.
 const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// The keys whose values are durations, for a hint when one is written as a number.
@@ -392,13 +402,33 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn duration(&mut self, key: &str, value: Option<Spanned<String>>) -> Option<Setting<Duration>> {
+    /// Returns `key`'s duration if it parses and lies in `range`, reporting it otherwise;
+    /// `advice` ends the message of one out of range.
+    fn duration(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<String>>,
+        range: &RangeInclusive<Duration>,
+        advice: &str,
+    ) -> Option<Setting<Duration>> {
         let value = value?;
         match parse_duration(value.get_ref()) {
-            Ok(duration) => Some(Setting {
+            Ok(duration) if range.contains(&duration) => Some(Setting {
                 value: duration,
                 span: value.span(),
             }),
+            Ok(_) => {
+                self.error(
+                    &value.span(),
+                    format!(
+                        "`{key}` must be from {} to {}, not \"{}\"{advice}",
+                        format_duration(*range.start()),
+                        format_duration(*range.end()),
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
             Err(why) => {
                 self.error(
                     &value.span(),
@@ -411,6 +441,29 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    /// Returns `key`'s number if it lies in `range`, reporting it otherwise.
+    fn number<T: Copy + PartialOrd + Display>(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<T>>,
+        range: &RangeInclusive<T>,
+    ) -> Option<Setting<T>> {
+        let value = value?;
+        if range.contains(value.get_ref()) {
+            return Some(Setting::from_spanned(value));
+        }
+        self.error(
+            &value.span(),
+            format!(
+                "`{key}` must be from {} to {}, not {}",
+                range.start(),
+                range.end(),
+                value.get_ref()
+            ),
+        );
+        None
     }
 
     /// Validates the `[daemon]` table; an invalid value is reported and its default used.
@@ -428,14 +481,13 @@ impl<'a> Checker<'a> {
             }
             Some(group.into_inner())
         });
-        let max_parallel_pushes = match raw.max_parallel_pushes {
-            Some(max) if *max.get_ref() == 0 => {
-                self.error(&max.span(), "`max_parallel_pushes` must be at least 1");
-                DEFAULT_MAX_PARALLEL_PUSHES
-            }
-            Some(max) => max.into_inner(),
-            None => DEFAULT_MAX_PARALLEL_PUSHES,
-        };
+        let max_parallel_pushes = self
+            .number(
+                "max_parallel_pushes",
+                raw.max_parallel_pushes,
+                &MAX_PARALLEL_PUSHES,
+            )
+            .map_or(DEFAULT_MAX_PARALLEL_PUSHES, |max| max.value);
         DaemonConfig {
             state_dir,
             socket,
@@ -496,16 +548,16 @@ impl<'a> Checker<'a> {
             .as_ref()
             .and_then(|file| self.path_value("password_file", file));
         let password_env = self.password_env(raw.password_env);
-        let delay = self.duration("delay", raw.delay);
-        let protected_delay = self.duration("protected_delay", raw.protected_delay);
-        let timeout = self.timeout(raw.timeout);
-        let refs_per_push = raw.refs_per_push.and_then(|refs| {
-            if *refs.get_ref() == 0 {
-                self.error(&refs.span(), "`refs_per_push` must be at least 1");
-                return None;
-            }
-            Some(Setting::from_spanned(refs))
-        });
+        let delay = self.duration("delay", raw.delay, &DELAY, "");
+        let protected_delay = self.duration("protected_delay", raw.protected_delay, &DELAY, "");
+        let timeout = self.duration(
+            "timeout",
+            raw.timeout,
+            &TIMEOUT,
+            " (leave it out for the default: 1h, 3h for a first sync)",
+        );
+        let retries = self.number("retries", raw.retries, &RETRIES);
+        let refs_per_push = self.number("refs_per_push", raw.refs_per_push, &REFS_PER_PUSH);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -518,7 +570,7 @@ impl<'a> Checker<'a> {
             password_env,
             delay,
             protected_delay,
-            retries: raw.retries.map(Setting::from_spanned),
+            retries,
             timeout,
             refs_per_push,
         };
@@ -588,20 +640,6 @@ impl<'a> Checker<'a> {
             return None;
         }
         Some(Setting::from_spanned(name))
-    }
-
-    /// Returns `timeout` if it is a duration longer than zero, reporting it otherwise.
-    fn timeout(&mut self, raw: Option<Spanned<String>>) -> Option<Setting<Duration>> {
-        let timeout = self.duration("timeout", raw)?;
-        if timeout.value.is_zero() {
-            self.error(
-                &timeout.span,
-                "`timeout` must be longer than zero; leave it out for the default \
-                 (1h, 3h for a first sync)",
-            );
-            return None;
-        }
-        Some(timeout)
     }
 
     /// Reports keys that exclude each other written at the same `level`.
@@ -1110,7 +1148,14 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 
 /// Returns serde's message about `key` in the configuration's words.
 fn describe_serde_error(key: &str, message: &str) -> String {
-    let message = tidy_serde_message(message);
+    // A number of the wrong type or beyond its Rust type is told the key's accepted range.
+    let message = match accepted_integers(key) {
+        Some(accepted) => message
+            .replace("expected usize", &format!("expected {accepted}"))
+            .replace("expected u32", &format!("expected {accepted}")),
+        None => message.to_owned(),
+    };
+    let message = tidy_serde_message(&message);
     if message.starts_with("unknown key") {
         return message;
     }
@@ -1120,6 +1165,19 @@ fn describe_serde_error(key: &str, message: &str) -> String {
         ""
     };
     format!("`{key}`: {message}{hint}")
+}
+
+/// Returns what the numeric `key` accepts, e.g. "an integer from 1 to 1024".
+fn accepted_integers(key: &str) -> Option<String> {
+    fn from_to<T: Display>(range: &RangeInclusive<T>) -> String {
+        format!("an integer from {} to {}", range.start(), range.end())
+    }
+    match key {
+        "max_parallel_pushes" => Some(from_to(&MAX_PARALLEL_PUSHES)),
+        "refs_per_push" => Some(from_to(&REFS_PER_PUSH)),
+        "retries" => Some(from_to(&RETRIES)),
+        _ => None,
+    }
 }
 
 /// Returns serde's message with Rust's type names replaced by what a TOML writer knows.
@@ -1422,12 +1480,12 @@ mod tests {
             found,
             [
                 "c.toml:2:23: `max_parallel_pushes`: invalid type: string \"4\", expected \
-                 a non-negative integer",
+                 an integer from 1 to 1024",
                 "c.toml:3:14: `log_format`: unknown variant `xml`, expected `text` or `json`",
                 "c.toml:5:9: `delay`: invalid type: integer `300`, expected a string; \
                  durations are strings such as \"30s\", \"5m\", \"1h\"",
                 "c.toml:6:11: `retries`: invalid value: integer `-1`, expected an integer \
-                 from 0 to 4294967295",
+                 from 0 to 100",
                 "c.toml:11:11: `enabled`: invalid type: string \"yes\", expected a boolean",
                 "c.toml:12:31: `protected_branches`: invalid type: integer `2`, expected a \
                  string",
@@ -1459,21 +1517,71 @@ mod tests {
         assert_eq!(
             found,
             [
-                "c.toml:2:23: `max_parallel_pushes` must be at least 1",
+                "c.toml:2:23: `max_parallel_pushes` must be from 1 to 1024, not 0",
                 "c.toml:3:13: `state_dir` is empty",
                 "c.toml:5:9: `delay`: invalid duration \"5\": missing unit after 5: use s, \
                  m, h or d; write e.g. \"30s\", \"5m\", \"1h30m\"",
                 "c.toml:6:19: `protected_delay`: invalid duration \"1x\": unknown unit \"x\": \
                  use s, m, h or d; write e.g. \"30s\", \"5m\", \"1h30m\"",
-                "c.toml:7:11: `timeout` must be longer than zero; leave it out for the \
-                 default (1h, 3h for a first sync)",
-                "c.toml:12:17: `refs_per_push` must be at least 1",
+                "c.toml:7:11: `timeout` must be from 1s to 7d, not \"0s\" (leave it out for \
+                 the default: 1h, 3h for a first sync)",
+                "c.toml:12:17: `refs_per_push` must be from 1 to 1000000, not 0",
                 "c.toml:13:23: `mirror_branch_regex` is not a valid regex: unclosed group",
                 "c.toml:14:9: `delay`: invalid duration \"\": empty duration; write e.g. \
                  \"30s\", \"5m\", \"1h30m\"",
                 "c.toml:15:16: `password_env`: \"A=B\" is not an environment variable name",
             ]
         );
+    }
+
+    #[test]
+    fn numbers_and_durations_past_their_range_are_reported_with_it() {
+        let found = errors(&format!(
+            "[daemon]\nmax_parallel_pushes = 1025\n[defaults]\ndelay = \"100000000000h\"\n\
+             protected_delay = \"7d1s\"\ntimeout = \"8d\"\nretries = 101\n{MIRROR}\
+             refs_per_push = 1000001\ntimeout = \"18446744073709551615s\"\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "c.toml:2:23: `max_parallel_pushes` must be from 1 to 1024, not 1025",
+                "c.toml:4:9: `delay` must be from 0s to 7d, not \"100000000000h\"",
+                "c.toml:5:19: `protected_delay` must be from 0s to 7d, not \"7d1s\"",
+                "c.toml:6:11: `timeout` must be from 1s to 7d, not \"8d\" (leave it out for \
+                 the default: 1h, 3h for a first sync)",
+                "c.toml:7:11: `retries` must be from 0 to 100, not 101",
+                "c.toml:12:17: `refs_per_push` must be from 1 to 1000000, not 1000001",
+                "c.toml:13:11: `timeout` must be from 1s to 7d, not \"18446744073709551615s\" \
+                 (leave it out for the default: 1h, 3h for a first sync)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ends_of_every_range_are_accepted() {
+        let config = valid(&format!(
+            "[daemon]\nmax_parallel_pushes = 1024\n[defaults]\ndelay = \"7d\"\n\
+             protected_delay = \"168h\"\ntimeout = \"604800s\"\nretries = 100\n\
+             refs_per_push = 1_000_000\n{MIRROR}\
+             [[mirror]]\nname = \"low\"\nrepo = \"/r.git\"\nurl = \"/m.git\"\n\
+             delay = \"0s\"\nprotected_delay = \"0s\"\ntimeout = \"1s\"\nretries = 0\n\
+             refs_per_push = 1\n"
+        ));
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(config.daemon.max_parallel_pushes, 1024);
+        let [high, low] = config.mirrors.as_slice() else {
+            panic!("two mirrors expected");
+        };
+        assert_eq!(
+            (high.delay, high.protected_delay, high.timeout),
+            (week, week, Some(week))
+        );
+        assert_eq!((high.retries, high.refs_per_push), (100, 1_000_000));
+        assert_eq!(
+            (low.delay, low.protected_delay, low.timeout),
+            (Duration::ZERO, Duration::ZERO, Some(Duration::from_secs(1)))
+        );
+        assert_eq!((low.retries, low.refs_per_push), (0, 1));
     }
 
     #[test]

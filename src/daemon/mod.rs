@@ -211,7 +211,7 @@ impl Daemon {
         provision(&config);
         let (queue, pending) = Queue::open(&config.daemon.state_dir)?;
         let (events, event_rx) = mpsc::unbounded_channel();
-        let permits_total = config.daemon.max_parallel_pushes;
+        let permits_total = permit_count(config.daemon.max_parallel_pushes);
         let daemon = Daemon {
             config: Arc::new(config),
             store,
@@ -257,6 +257,13 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Returns how many updates may run at once for `max_parallel_pushes`. Validation allows 1 to
+/// 1024; the clamp only keeps a value that slipped past it from panicking the semaphore, which
+/// holds at most `Semaphore::MAX_PERMITS` and would never hand out a permit at zero.
+fn permit_count(max_parallel_pushes: usize) -> usize {
+    max_parallel_pushes.clamp(1, Semaphore::MAX_PERMITS)
 }
 
 /// Creates what `create = true` mirrors lack; a failure is logged and left to the update to

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock;
+
 /// Longest backoff between retries of a transient failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Shortest backoff, so that a zero window does not spin.
@@ -74,11 +76,11 @@ impl MirrorSchedule {
     }
 
     /// Returns when a push notified at `now` may start: at once after a quiet window,
-    /// else at the last start plus the window.
+    /// else at the last start plus the window (at most `clock::FAR_FUTURE` after it).
     fn window_due(&self, now: Instant) -> Instant {
         match self.last_start {
-            Some(start) if start + self.window > now => start + self.window,
-            _ => now,
+            Some(start) => clock::later(start, self.window).max(now),
+            None => now,
         }
     }
 
@@ -165,7 +167,7 @@ impl MirrorSchedule {
         let retry_due = match ended {
             Ended::Transient if self.retries_used < self.retries => {
                 self.retries_used += 1;
-                Some(now + self.backoff())
+                Some(clock::later(now, self.backoff()))
             }
             _ => {
                 self.retries_used = 0;

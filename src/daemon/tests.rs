@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -110,21 +110,33 @@ impl Harness {
     /// option lines) with
     /// `max_parallel_pushes = parallel`; every repository is made, empty.
     async fn start(mirrors: &[(&str, &str, &str)], parallel: usize) -> Harness {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        Harness::start_in(dir, mirrors, parallel).await
+        Harness::start_with(mirrors, parallel, |_| {}).await
     }
 
-    /// Like [`Harness::start`], in `dir` (which may hold state already).
+    /// Starts a daemon as [`Harness::start`] does, on the configuration as `edit` leaves it
+    /// (values that validation would refuse, for instance).
+    async fn start_with(
+        mirrors: &[(&str, &str, &str)],
+        parallel: usize,
+        edit: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Harness::start_in(dir, mirrors, parallel, edit).await
+    }
+
+    /// Like [`Harness::start_with`], in `dir` (which may hold state already).
     async fn start_in(
         dir: tempfile::TempDir,
         mirrors: &[(&str, &str, &str)],
         parallel: usize,
+        edit: impl FnOnce(&mut Config),
     ) -> Harness {
         let (still, hold) = std::sync::mpsc::channel::<()>();
         // A blocking task in flight inhibits the paused clock's auto-advance.
         tokio::task::spawn_blocking(move || hold.recv());
         write_config(dir.path(), mirrors, parallel);
-        let config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+        let mut config = Config::load(&dir.path().join("pushmirror.toml")).expect("valid config");
+        edit(&mut config);
         let socket = config.daemon.socket.clone();
         let listener = control::bind(&socket, None).expect("bind the control socket");
         let (started_tx, started) = mpsc::unbounded_channel();
@@ -489,7 +501,7 @@ async fn a_disabled_mirror_cut_short_by_a_crash_is_never_left_started() {
     let (mut state, _) = store.load(&name).expect("load");
     state.start(Timestamp::now());
     store.save(&name, &state).expect("save");
-    let mut h = Harness::start_in(dir, &[("b", "rb.git", "enabled = false")], 1).await;
+    let mut h = Harness::start_in(dir, &[("b", "rb.git", "enabled = false")], 1, |_| {}).await;
     let status = h.status("b").await;
     assert_eq!(status.update_status, UpdateStatus::ToRetry, "{status:?}");
     assert!(
@@ -510,5 +522,75 @@ async fn a_disabled_mirror_cut_short_by_a_crash_is_never_left_started() {
     b.finish();
     h.settle().await;
     assert_eq!(h.status("b").await.update_status, UpdateStatus::Finished);
+    h.stop().await;
+}
+
+/// `max_parallel_pushes` past what tokio's semaphore holds (as if it slipped past validation)
+/// is clamped at start and at reload instead of panicking the daemon.
+#[tokio::test(start_paused = true)]
+async fn a_permit_count_past_the_semaphore_limit_is_clamped() {
+    assert_eq!(super::permit_count(usize::MAX), Semaphore::MAX_PERMITS);
+    assert_eq!(super::permit_count(0), 1);
+    assert_eq!(super::permit_count(4), 4);
+    let mut h = Harness::start_with(&[("a", "ra.git", "")], 1, |config| {
+        config.daemon.max_parallel_pushes = usize::MAX;
+    })
+    .await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    // The file says 1: the reload forgets all but one permit.
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 1 }
+    ));
+    h.sync("a", false).await;
+    h.next_start().await.finish();
+    h.settle().await;
+    h.stop().await;
+}
+
+/// Every number and duration of the configuration at its type's largest, as if it had slipped
+/// past validation: the daemon starts, schedules far ahead, answers `status`, and reloads.
+#[tokio::test(start_paused = true)]
+async fn values_past_every_bound_never_panic_the_daemon() {
+    let mut h = Harness::start_with(&[("a", "ra.git", "")], 1, |config| {
+        config.daemon.max_parallel_pushes = usize::MAX;
+        for mirror in &mut config.mirrors {
+            mirror.delay = Duration::MAX;
+            mirror.protected_delay = Duration::MAX;
+            mirror.timeout = Some(Duration::MAX);
+            mirror.retries = u32::MAX;
+            mirror.refs_per_push = usize::MAX;
+        }
+    })
+    .await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    h.settle().await;
+    // The window after that start ends beyond any clock: the next push waits "forever".
+    h.push("ra.git").await;
+    h.settle().await;
+    let status = h.status("a").await;
+    assert_eq!(status.update_status, UpdateStatus::Scheduled);
+    let due = status.next_update_at.expect("a due time");
+    let ahead = due.0.duration_since(std::time::SystemTime::now());
+    assert!(
+        ahead.is_ok_and(|ahead| ahead > Duration::from_secs(10 * 365 * 86_400)),
+        "{status:?}"
+    );
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    // A forced update still starts at once.
+    h.sync("a", false).await;
+    h.next_start().await.finish();
+    h.settle().await;
+    // A reload brings the file's own values back, and shrinks the huge number of permits.
+    assert!(matches!(
+        h.ask(Request::Reload).await,
+        Response::Reloaded { mirrors: 1 }
+    ));
+    h.push("ra.git").await;
+    h.settle().await;
+    assert_eq!(h.status("a").await.update_status, UpdateStatus::Scheduled);
     h.stop().await;
 }

@@ -218,7 +218,7 @@ fn remote_for<'a>(mirror: &'a Mirror, ctx: &UpdateContext) -> Result<Remote<'a>,
         url: &mirror.url,
         credentials,
         git_config: ctx.git_config,
-        deadline: Instant::now() + timeout,
+        deadline: crate::clock::later(Instant::now(), timeout),
         cancel: ctx.cancel.clone(),
     })
 }
@@ -375,7 +375,10 @@ fn tally(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::Config;
 
     fn update(name: &str, kind: UpdateKind) -> RefUpdate {
         RefUpdate {
@@ -441,5 +444,33 @@ mod tests {
              refs/heads/develop\n\n\
              Some refs were rejected by the remote:\n\nrefs/heads/locked (hook declined)"
         );
+    }
+
+    /// A timeout past any clock (as if it slipped past validation) is a deadline in the far
+    /// future, and a whole update runs under it.
+    #[tokio::test]
+    async fn a_timeout_past_any_clock_is_a_far_deadline() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for repo in ["local.git", "remote.git"] {
+            git2::Repository::init_bare(dir.path().join(repo)).expect("init bare repository");
+        }
+        let path = dir.path().join("pushmirror.toml");
+        std::fs::write(
+            &path,
+            "[[mirror]]\nname = \"m\"\nrepo = \"local.git\"\nurl = \"./remote.git\"\n",
+        )
+        .expect("write the configuration");
+        let mut mirror = Config::load(&path).expect("valid config").mirrors.remove(0);
+        mirror.timeout = Some(Duration::MAX);
+        let ctx = UpdateContext {
+            git_config: GitConfigPolicy::Isolated,
+            cancel: CancellationToken::new(),
+            first_sync: true,
+        };
+        let remote = remote_for(&mirror, &ctx).expect("a remote");
+        let decade = Duration::from_secs(10 * 365 * 86_400);
+        assert!(remote.deadline > Instant::now() + decade);
+        let report = super::update(&mirror, &ctx).await.expect("the update runs");
+        assert_eq!(report.counts, RefCounts::default());
     }
 }

@@ -56,17 +56,40 @@ impl UpdateStatus {
 }
 
 /// A point in time, stored as RFC 3339 UTC with seconds (`2026-11-22T19:53:27Z`).
+///
+/// RFC 3339 writes years 0000 to 9999 and humantime only times since 1970, so a time outside
+/// those (a clock set wrong, a due time far ahead) is written as the nearest one it can
+/// write: formatting a timestamp never fails, and what is written always reads back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Timestamp(pub SystemTime);
+
+/// Milliseconds from 1970 to the last millisecond of year 9999, the latest time RFC 3339 can
+/// write.
+const LATEST_UNIX_MILLIS: u64 = 253_402_300_799_999;
 
 impl Timestamp {
     pub fn now() -> Timestamp {
         Timestamp(SystemTime::now())
     }
 
-    /// Returns the time in RFC 3339 UTC, to the millisecond.
+    /// Returns the latest time a timestamp can write: 9999-12-31T23:59:59.999Z.
+    pub fn latest() -> Timestamp {
+        Timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(LATEST_UNIX_MILLIS))
+    }
+
+    /// Returns the time `wait` after this one, or [`Timestamp::latest`] if that is later.
+    pub fn saturating_add(self, wait: Duration) -> Timestamp {
+        let latest = Timestamp::latest();
+        self.0
+            .checked_add(wait)
+            .map_or(latest, |later| Timestamp(later).min(latest))
+    }
+
+    /// Returns the time in RFC 3339 UTC, to the millisecond, clamped to what RFC 3339 and
+    /// humantime can write (1970 to 9999).
     pub fn rfc3339(&self) -> String {
-        humantime::format_rfc3339_millis(self.0).to_string()
+        let writable = self.0.clamp(SystemTime::UNIX_EPOCH, Timestamp::latest().0);
+        humantime::format_rfc3339_millis(writable).to_string()
     }
 }
 
@@ -240,7 +263,7 @@ impl MirrorState {
                 rejected_refs,
             } => {
                 self.update_status = if retry {
-                    self.retries += 1;
+                    self.retries = self.retries.saturating_add(1);
                     UpdateStatus::ToRetry
                 } else {
                     self.retries = 0;
@@ -408,6 +431,45 @@ mod tests {
 
     fn at(secs: u64) -> Timestamp {
         Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn times_rfc3339_cannot_write_are_clamped_and_read_back() {
+        let latest = "9999-12-31T23:59:59.999Z";
+        let far = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(100_000_000_000 * 3600));
+        assert_eq!(far.rfc3339(), latest);
+        assert_eq!(Timestamp::latest().rfc3339(), latest);
+        let before_1970 = Timestamp(SystemTime::UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(before_1970.rfc3339(), "1970-01-01T00:00:00.000Z");
+        let json = serde_json::to_string(&far).expect("serializes");
+        let back: Timestamp = serde_json::from_str(&json).expect("reads back");
+        assert_eq!(back, Timestamp::latest());
+    }
+
+    #[test]
+    fn adding_to_a_timestamp_stops_at_the_latest() {
+        assert_eq!(at(100).saturating_add(Duration::from_secs(5)), at(105));
+        assert_eq!(at(100).saturating_add(Duration::MAX), Timestamp::latest());
+        let year = Duration::from_secs(365 * 86_400);
+        assert_eq!(
+            Timestamp::latest().saturating_add(year),
+            Timestamp::latest()
+        );
+    }
+
+    #[test]
+    fn the_retry_count_of_any_state_file_goes_up_without_overflow() {
+        let mut state: MirrorState =
+            serde_json::from_str(&format!("{{\"retries\": {}}}", u32::MAX)).expect("parses");
+        state.start(at(100));
+        let ending = Ending::Failed {
+            error: "timed out".into(),
+            retry: true,
+            divergent_refs: Vec::new(),
+            rejected_refs: Vec::new(),
+        };
+        state.end(at(101), Trigger::Retry, RefCounts::default(), ending);
+        assert_eq!(state.retries, u32::MAX);
     }
 
     #[test]

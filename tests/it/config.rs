@@ -183,7 +183,7 @@ fn every_error_of_a_file_is_reported_in_file_order() {
     output.assert_code(2);
     let path = config.display();
     let expected = [
-        format!("error: {path}:2:23: `max_parallel_pushes` must be at least 1"),
+        format!("error: {path}:2:23: `max_parallel_pushes` must be from 1 to 1024, not 0"),
         format!(
             "error: {path}:5:9: `delay`: invalid type: integer `5`, expected a string; \
              durations are strings such as \"30s\", \"5m\", \"1h\""

@@ -752,3 +752,75 @@ fn an_entry_acknowledged_after_a_torn_journal_write_survives_a_kill() {
         pushmirror::store::queue::Queue::open(&s.env.path("state")).expect("open the queue");
     assert!(pending.contains_key("b"), "{pending:?}");
 }
+
+/// Every number and duration at the top of its accepted range (SPEC.md: every value
+/// `check-config` accepts, the daemon survives): the first push is mirrored at once, the next
+/// waits its week and `status` says so, and reload and a forced sync work as ever.
+#[test]
+fn the_largest_accepted_values_are_survived() {
+    let s = Served::new();
+    let (all, protected) = (s.remote("all"), s.remote("protected"));
+    let largest = "delay = \"7d\"\nprotected_delay = \"7d\"\ntimeout = \"7d\"\nretries = 100\n\
+                   refs_per_push = 1000000";
+    let mirrors = mirror_toml("all", &s.repo, &Served::url(&all), largest)
+        + &mirror_toml(
+            "protected",
+            &s.repo,
+            &Served::url(&protected),
+            &format!("{largest}\nonly_protected_branches = true\nprotected_branches = [\"main\"]"),
+        );
+    let config =
+        format!("[daemon]\nstate_dir = \"state\"\nmax_parallel_pushes = 1024\n\n{mirrors}");
+    s.env.write_config(&config);
+    s.env.pushmirror(&["check-config"]).assert_success();
+    s.env
+        .pushmirror(&["install-hook", &s.repo.display().to_string()])
+        .assert_success();
+    let daemon = s.start_daemon();
+
+    let first = s.push("main", "one");
+    for (name, remote) in [("all", &all), ("protected", &protected)] {
+        wait_mirrored(&s.env, remote, "refs/heads/main", &first, &daemon);
+        wait_status(&s.env, name, "finished");
+    }
+    // Inside the window now: the next update waits a week after the first one's start.
+    let second = s.push("main", "two");
+    let six_days = std::time::SystemTime::now() + Duration::from_secs(6 * 86_400);
+    for name in ["all", "protected"] {
+        let st = status(&s.env, name);
+        assert_eq!(st["update_status"], "scheduled", "{st:#}");
+        let due = st["next_update_at"].as_str().expect("a due time");
+        let due = humantime::parse_rfc3339(due).expect("an RFC 3339 time");
+        assert!(due > six_days, "{st:#}");
+    }
+
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("configuration reloaded: 2 mirrors"),
+        "{out}"
+    );
+    assert_eq!(status(&s.env, "all")["update_status"], "scheduled");
+    s.env
+        .pushmirror(&["sync", "--repo", &s.repo.display().to_string(), "--wait"])
+        .assert_success();
+    for (name, remote) in [("all", &all), ("protected", &protected)] {
+        assert_eq!(s.env.rev_parse(remote, "refs/heads/main"), second);
+        assert_eq!(status(&s.env, name)["update_status"], "finished");
+    }
+
+    // Past the range: the reload is refused with the range, the daemon carries on.
+    s.env
+        .write_config(&config.replace("delay = \"7d\"", "delay = \"100000000000h\""));
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("`delay` must be from 0s to 7d, not \"100000000000h\""),
+        "{out}"
+    );
+    s.push("main", "three");
+    s.env.write_config(&config);
+    assert_eq!(status(&s.env, "all")["update_status"], "scheduled");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::super::{Daemon, provision};
+use super::super::{Daemon, permit_count, provision};
 use crate::config::{Config, MirrorName};
 use crate::protocol::{ErrorKind, Response};
 use crate::store::queue::Pending;
@@ -71,8 +71,10 @@ impl Daemon {
         Ok(self.mirrors.len())
     }
 
-    /// Sets the number of concurrent updates to `wanted`; running ones keep their permits.
+    /// Sets the number of concurrent updates to `wanted` (clamped as at start); running ones
+    /// keep their permits.
     fn resize_permits(&mut self, wanted: usize) {
+        let wanted = permit_count(wanted);
         if wanted > self.permits_total {
             self.permits.add_permits(wanted - self.permits_total);
         } else {

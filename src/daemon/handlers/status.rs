@@ -65,7 +65,7 @@ fn live_status(
     match phase {
         Phase::Waiting { due, retry } => {
             let wait = due.saturating_duration_since(now);
-            state.next_update_at = Some(Timestamp(wall_now + wait));
+            state.next_update_at = Some(Timestamp(wall_now).saturating_add(wait));
             if !retry && state.update_status != UpdateStatus::Started {
                 state.update_status = UpdateStatus::Scheduled;
             }
