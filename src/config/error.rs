@@ -44,17 +44,38 @@ impl Diagnostic {
     }
 }
 
+/// Prints `<path>:<line>:<column>: <message>` on one line: control characters that a quoted
+/// value or a path brings in are escaped (`\n`), so that a value cannot start a line that
+/// reads like another diagnostic.
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display().to_string();
         write!(
             f,
             "{}:{}:{}: {}",
-            self.path.display(),
+            one_line(&path),
             self.line,
             self.column,
-            self.message
+            one_line(&self.message)
         )
     }
+}
+
+/// Returns `text` with its control characters escaped as Rust writes them.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// A problem that makes one mirror unable to update but does not stop the daemon serving the

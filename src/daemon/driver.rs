@@ -174,14 +174,18 @@ impl Daemon {
             mirror,
             outcome,
         } = done;
-        let (ended, result) = ending(&name, &mirror, &outcome);
+        let (ended, mut result) = ending(&name, &mirror, &outcome);
         let Some(tracked) = self.mirrors.get_mut(&name) else {
             return; // removed by a reload meanwhile
         };
+        let due = tracked.schedule.end(Instant::now(), ended);
+        if result.update_status == SyncStatus::ToRetry && due.is_none() {
+            // Nothing follows (no retry left): what the waiters asked for failed.
+            result.update_status = SyncStatus::Failed;
+        }
         for waiter in tracked.waiting_running.drain(..) {
             let _ = waiter.send(result.clone());
         }
-        let due = tracked.schedule.end(Instant::now(), ended);
         self.schedule_at(name, due);
         self.compact_if_idle();
     }

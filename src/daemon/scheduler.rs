@@ -62,6 +62,10 @@ pub struct MirrorSchedule {
     pub last_start: Option<Instant>,
     /// Retries used since the last fresh trigger.
     pub retries_used: u32,
+    /// Whether the running update was told that a transient failure may be retried
+    /// ([`MirrorSchedule::retries_left`] at its start). Its end follows that word, so that a
+    /// reload changing `retries` meanwhile cannot make status and schedule disagree.
+    pub may_retry: bool,
 }
 
 impl MirrorSchedule {
@@ -72,6 +76,7 @@ impl MirrorSchedule {
             phase: Phase::Idle,
             last_start: None,
             retries_used: 0,
+            may_retry: false,
         }
     }
 
@@ -100,7 +105,8 @@ impl MirrorSchedule {
                     return None;
                 }
                 self.retries_used = 0;
-                let fresh = self.window_due(now).min(due);
+                // An overdue retry is due now, not when it should have started.
+                let fresh = self.window_due(now).min(due).max(now);
                 self.phase = Phase::Waiting {
                     due: fresh,
                     retry: false,
@@ -154,6 +160,7 @@ impl MirrorSchedule {
     /// The update starts now.
     pub fn start(&mut self, now: Instant) {
         self.last_start = Some(now);
+        self.may_retry = self.retries_left();
         self.phase = Phase::Running { again: Again::No };
     }
 
@@ -165,7 +172,7 @@ impl MirrorSchedule {
             _ => Again::No,
         };
         let retry_due = match ended {
-            Ended::Transient if self.retries_used < self.retries => {
+            Ended::Transient if self.may_retry => {
                 self.retries_used += 1;
                 Some(clock::later(now, self.backoff()))
             }

@@ -34,6 +34,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 enum Outcome {
     Finished,
     Failed,
+    /// Another process held the mirror's lock: nothing was done (a transient end).
+    Busy,
 }
 
 /// A scripted update that has started: its mirror, trigger and start, and the handle that
@@ -52,6 +54,10 @@ impl Started {
 
     fn fail(self) {
         let _ = self.end.send(Outcome::Failed);
+    }
+
+    fn busy(self) {
+        let _ = self.end.send(Outcome::Busy);
     }
 }
 
@@ -76,6 +82,7 @@ impl Updater for Scripted {
                 end,
             });
             let ending = match ended.await.unwrap_or(Outcome::Failed) {
+                Outcome::Busy => return Ok(JobOutcome::Busy),
                 Outcome::Finished => Ending::Finished { fingerprint: None },
                 Outcome::Failed => Ending::Failed {
                     error: "scripted failure".into(),
@@ -592,5 +599,34 @@ async fn values_past_every_bound_never_panic_the_daemon() {
     h.push("ra.git").await;
     h.settle().await;
     assert_eq!(h.status("a").await.update_status, UpdateStatus::Scheduled);
+    h.stop().await;
+}
+
+/// A transient end with no retry left is the end: a waiting caller hears `failed`, not
+/// `to_retry` (nothing more will run for it).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_of_a_transient_end_without_retries_hears_failed() {
+    let mut h = Harness::start(&[("a", "ra.git", "retries = 0")], 1).await;
+    let socket = h.socket.clone();
+    let waiter = tokio::spawn(async move {
+        let request = Request::Sync {
+            target: SyncTarget::Mirrors(vec!["a".into()]),
+            wait: true,
+        };
+        crate::client::call(&socket, &request, CALL_TIMEOUT).await
+    });
+    h.next_start().await.busy();
+    match waiter.await.expect("the waiter runs") {
+        Ok(Response::Synced { mirrors }) => {
+            assert_eq!(mirrors[0].update_status, SyncStatus::Failed, "{mirrors:?}");
+            assert_eq!(
+                mirrors[0].last_error.as_deref(),
+                Some("another process was updating this mirror")
+            );
+        }
+        other => panic!("sync --wait: {other:?}"),
+    }
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
     h.stop().await;
 }

@@ -293,6 +293,31 @@ fn loads_or_says_where(text: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads `text` from a file in a fresh directory and checks that every diagnostic, warning
+/// and mirror problem is one line, as `check-config` prints them one per line.
+fn says_it_in_one_line(text: &[u8]) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("pushmirror.toml");
+    std::fs::write(&path, text).expect("write");
+    let said: Vec<String> = match Config::load(&path) {
+        Ok(config) => config
+            .warnings
+            .iter()
+            .map(Diagnostic::to_string)
+            .chain(config.mirror_problems.iter().map(|p| p.to_string()))
+            .collect(),
+        Err(error) => error
+            .diagnostics()
+            .iter()
+            .map(Diagnostic::to_string)
+            .collect(),
+    };
+    match said.iter().find(|line| line.contains('\n')) {
+        Some(line) => Err(format!("{line:?} is not one line")),
+        None => Ok(()),
+    }
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -307,6 +332,20 @@ proptest! {
             mutate(&mut text, mutation);
         }
         let result = loads_or_says_where(&text);
+        prop_assert!(result.is_ok(), "{}\n--- file:\n{}", result.unwrap_err(), String::from_utf8_lossy(&text));
+    }
+
+    #[test]
+    fn every_diagnostic_is_one_line(
+        fixture in any::<Index>(),
+        mutations in prop::collection::vec(mutation(), 1..5),
+    ) {
+        let (_, original) = &FIXTURES[fixture.index(FIXTURES.len())];
+        let mut text = original.clone();
+        for mutation in &mutations {
+            mutate(&mut text, mutation);
+        }
+        let result = says_it_in_one_line(&text);
         prop_assert!(result.is_ok(), "{}\n--- file:\n{}", result.unwrap_err(), String::from_utf8_lossy(&text));
     }
 }

@@ -45,6 +45,8 @@ enum Op {
     End(Ended),
     /// The mirror is disabled (a reload, or found disabled when due).
     Cancel,
+    /// A reload sets `retries`, as `install_mirrors` does (only in [`reload_case`]).
+    Reload(u32),
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,16 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// Sequences in which a reload may change `retries` at any time, also during an update.
+fn reload_case() -> impl Strategy<Value = Case> {
+    let op = prop_oneof![4 => op(), 1 => (0..=3u32).prop_map(Op::Reload)];
+    (window(), 0..=3u32, prop::collection::vec(op, 1..60)).prop_map(|(window, retries, ops)| Case {
+        window,
+        retries,
+        ops,
+    })
+}
+
 /// What was done to the schedule in one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Did {
@@ -103,6 +115,7 @@ enum Did {
     },
     End(Ended),
     Cancel,
+    Reload(u32),
 }
 
 #[derive(Debug)]
@@ -197,6 +210,10 @@ fn run(case: &Case) -> Trace {
                 schedule.cancel();
                 (Did::Cancel, None)
             }
+            Op::Reload(retries) => {
+                schedule.retries = retries;
+                (Did::Reload(retries), None)
+            }
         };
         heap.extend(returned);
         records.push(Record {
@@ -258,8 +275,8 @@ impl Model {
         let due = match self.waiting {
             // Coalesced into the update already waiting.
             Some((_, false)) => return None,
-            // A fresh start, not later than the retry it replaces.
-            Some((retry_due, true)) => self.pace(now).min(retry_due),
+            // A fresh start, not later than the retry it replaces, and not in the past.
+            Some((retry_due, true)) => self.pace(now).min(retry_due).max(now),
             None => self.pace(now),
         };
         self.failures = 0;
@@ -352,6 +369,10 @@ fn follows_the_model(trace: &Trace) -> Result<(), String> {
             Did::End(ended) => model.end(r.now, ended),
             Did::Cancel => {
                 model.cancel();
+                None
+            }
+            Did::Reload(retries) => {
+                model.retries = retries;
                 None
             }
         };
@@ -554,6 +575,23 @@ fn no_trigger_is_lost(trace: &Trace) -> Result<(), String> {
     Ok(())
 }
 
+/// Nothing is scheduled in the past: every due time returned is at or after the call that
+/// returned it.
+fn nothing_is_due_in_the_past(trace: &Trace) -> Result<(), String> {
+    for (i, r) in trace.records.iter().enumerate() {
+        if let Some(due) = r.returned
+            && due < r.now
+        {
+            return Err(format!(
+                "{}: returned a due time {}s before the call",
+                trace.step(i),
+                trace.at(r.now) - trace.at(due)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A fresh trigger (a push or forced update, taken at once or when the update it came
 /// during ends) resets the retries: what follows is not a retry and has every retry left.
 fn fresh_trigger_resets_retries(trace: &Trace) -> Result<(), String> {
@@ -688,5 +726,30 @@ proptest! {
     #[test]
     fn transient_failures_retry_only_while_retries_are_left(case in case()) {
         holds(retries_while_left(&run(&case), true))?;
+    }
+
+    #[test]
+    fn nothing_is_scheduled_in_the_past(case in case()) {
+        holds(nothing_is_due_in_the_past(&run(&case)))?;
+    }
+
+    /// A reload that changes `retries` while an update runs must not make the job and the
+    /// schedule disagree: a `to_retry` status with no retry scheduled stays so until the
+    /// next push, and a `failed` one is retried all the same.
+    #[test]
+    fn a_reload_keeps_the_job_and_the_schedule_agreed_on_retrying(case in reload_case()) {
+        holds(retries_while_left(&run(&case), false))?;
+    }
+
+    /// Every window the configuration accepts (`delay` and `protected_delay` are any number
+    /// of seconds that fits in 64 bits) can be scheduled with, without a panic.
+    #[test]
+    fn any_window_the_configuration_accepts_is_scheduled(
+        secs in prop_oneof![Just(u64::MAX), (1u64 << 62).., 0..(1u64 << 40)],
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let window = crate::config::parse_duration(&format!("{secs}s"))
+            .map_err(TestCaseError::reject)?;
+        holds(one_at_a_time(&run(&Case { window, retries: 3, ops })))?;
     }
 }
