@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::driver::{UpdateFuture, UpdateJob};
 use super::{DaemonError, Updater, control, run_with};
+use crate::client::ClientError;
 use crate::config::Config;
 use crate::mirror::job::JobOutcome;
 use crate::protocol::{
@@ -181,15 +182,10 @@ impl Harness {
 
     /// Notifies a push to `refs/heads/main` of `repo`; returns the mirrors marked.
     async fn push(&self, repo: &str) -> Vec<String> {
-        let notification = Notification {
-            repo: self.path(repo),
-            refs: vec![RefChange {
-                old: "0".repeat(40),
-                new: "1".repeat(40),
-                name: "refs/heads/main".into(),
-            }],
-        };
-        match self.ask(Request::Notify(notification)).await {
+        match self
+            .ask(Request::Notify(push_to_main(self.path(repo))))
+            .await
+        {
             Response::Notified { mirrors } => mirrors,
             other => panic!("notify: {other:?}"),
         }
@@ -204,6 +200,16 @@ impl Harness {
             Response::Synced { mirrors } => mirrors,
             other => panic!("sync: {other:?}"),
         }
+    }
+
+    /// Starts a `sync --wait` of `name` and returns its answer's future.
+    fn sync_waiting(&self, name: &str) -> JoinHandle<Result<Response, ClientError>> {
+        let socket = self.socket.clone();
+        let request = Request::Sync {
+            target: SyncTarget::Mirrors(vec![name.into()]),
+            wait: true,
+        };
+        tokio::spawn(async move { crate::client::call(&socket, &request, CALL_TIMEOUT).await })
     }
 
     async fn status(&self, name: &str) -> MirrorStatus {
@@ -261,6 +267,18 @@ impl Harness {
             .await
             .expect("the daemon task ends")
             .expect("the daemon stops cleanly");
+    }
+}
+
+/// Returns a push to `refs/heads/main` of the repository at `repo`.
+fn push_to_main(repo: PathBuf) -> Notification {
+    Notification {
+        repo,
+        refs: vec![RefChange {
+            old: "0".repeat(40),
+            new: "1".repeat(40),
+            name: "refs/heads/main".into(),
+        }],
     }
 }
 
@@ -338,14 +356,7 @@ async fn a_forced_sync_during_an_update_follows_at_once_and_waiters_get_its_end(
     let scheduled = h.sync("a", false).await;
     assert_eq!(scheduled[0].update_status, SyncStatus::Scheduled);
     // A waiting caller that comes during the update waits for the next one.
-    let socket = h.socket.clone();
-    let waiter = tokio::spawn(async move {
-        let request = Request::Sync {
-            target: SyncTarget::Mirrors(vec!["a".into()]),
-            wait: true,
-        };
-        crate::client::call(&socket, &request, CALL_TIMEOUT).await
-    });
+    let waiter = h.sync_waiting("a");
     h.settle().await;
     let first_at = first.at;
     first.finish();
@@ -376,15 +387,7 @@ async fn compaction_never_erases_an_acknowledged_entry() {
     let socket = h.socket.clone();
     let repo = h.path("rb.git");
     let notify = tokio::spawn(async move {
-        let notification = Notification {
-            repo,
-            refs: vec![RefChange {
-                old: "0".repeat(40),
-                new: "1".repeat(40),
-                name: "refs/heads/main".into(),
-            }],
-        };
-        crate::client::call(&socket, &Request::Notify(notification), CALL_TIMEOUT).await
+        crate::client::call(&socket, &Request::Notify(push_to_main(repo)), CALL_TIMEOUT).await
     });
     a.finish();
     match notify.await.expect("the notifier runs") {
@@ -413,14 +416,7 @@ async fn reload_keeps_schedules_and_tells_waiters_of_removed_mirrors() {
     // A caller waiting on a mirror that the reload removes is told so.
     h.push("rg.git").await;
     let gone = h.next_start().await;
-    let socket = h.socket.clone();
-    let waiter = tokio::spawn(async move {
-        let request = Request::Sync {
-            target: SyncTarget::Mirrors(vec!["gone".into()]),
-            wait: true,
-        };
-        crate::client::call(&socket, &request, CALL_TIMEOUT).await
-    });
+    let waiter = h.sync_waiting("gone");
     h.settle().await;
 
     write_config(h.dir.path(), &[("a", "ra.git", ""), ("c", "rc.git", "")], 2);
@@ -468,16 +464,8 @@ async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
         super::Daemon::open(config, Arc::new(Scripted { started })).expect("open");
     let config = daemon.config.clone();
     daemon.install_mirrors(&config);
-    let notification = Notification {
-        repo: dir.path().join("rb.git"),
-        refs: vec![RefChange {
-            old: "0".repeat(40),
-            new: "1".repeat(40),
-            name: "refs/heads/main".into(),
-        }],
-    };
     let (reply, answer) = oneshot::channel();
-    daemon.notify(notification, reply);
+    daemon.notify(push_to_main(dir.path().join("rb.git")), reply);
     // Another update ending now finds nothing running and nothing pending yet.
     daemon.compact_if_idle();
     assert!(matches!(
@@ -607,14 +595,7 @@ async fn values_past_every_bound_never_panic_the_daemon() {
 #[tokio::test(start_paused = true)]
 async fn a_waiter_of_a_transient_end_without_retries_hears_failed() {
     let mut h = Harness::start(&[("a", "ra.git", "retries = 0")], 1).await;
-    let socket = h.socket.clone();
-    let waiter = tokio::spawn(async move {
-        let request = Request::Sync {
-            target: SyncTarget::Mirrors(vec!["a".into()]),
-            wait: true,
-        };
-        crate::client::call(&socket, &request, CALL_TIMEOUT).await
-    });
+    let waiter = h.sync_waiting("a");
     h.next_start().await.busy();
     match waiter.await.expect("the waiter runs") {
         Ok(Response::Synced { mirrors }) => {
