@@ -3,6 +3,7 @@
 mod config;
 mod daemon;
 mod engine;
+mod faults;
 mod hook;
 mod servers;
 mod socket;

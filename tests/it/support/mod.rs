@@ -1,7 +1,8 @@
 //! Hermetic fixtures for integration tests: a temporary directory with its own `HOME` and git
 //! configuration, helpers that build repositories with plain `git`, a bounded runner for the
 //! `pushmirror` binary, and real git servers on loopback ([`GitDaemon`], [`HttpServer`]) plus
-//! misbehaving peers ([`HangingServer`], [`closed_port`]).
+//! misbehaving peers ([`HangingServer`], [`closed_port`], and [`FaultProxy`] in front of a real
+//! server).
 //!
 //! Nothing outside the temporary directory is touched, every command runs with `env_clear()`
 //! plus [`TestEnv::git_env`], and every process started is killed in `Drop`.
@@ -20,9 +21,11 @@
 // Not every helper is used by every test module yet.
 #![allow(dead_code)]
 
+mod faultproxy;
 mod process;
 mod servers;
 
+pub use faultproxy::{Fault, FaultKind, FaultProxy};
 pub use process::{Background, Output, RUN_TIMEOUT};
 #[allow(unused_imports)] // re-exported for test modules that may not use all of them yet
 pub use servers::{
