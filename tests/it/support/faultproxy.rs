@@ -111,29 +111,69 @@ struct Counters {
     forwarded: AtomicUsize,
 }
 
-/// One connection: the client's socket, the server's if one was opened, and its fault.
+/// What the proxy saw of one connection (see [`FaultProxy::connections`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The fault in force when it was accepted.
+    pub fault: Fault,
+    /// The first bytes the client sent (at most [`OPENING_BYTES`], lossy UTF-8, NULs as
+    /// spaces), before any garbling: a git request names its service, e.g.
+    /// `0032git-upload-pack /down.git host=127.0.0.1:4242`. Empty when stalled or refused.
+    pub opening: String,
+    /// True if the fault was actually applied to it.
+    pub injected: bool,
+}
+
+/// How many of the client's first bytes [`Seen::opening`] keeps.
+pub const OPENING_BYTES: usize = 64;
+
+/// The shared, growing record behind a [`Seen`].
+struct Record {
+    fault: Fault,
+    opening: Mutex<Vec<u8>>,
+    injected: AtomicBool,
+}
+
+impl Record {
+    fn new(fault: Fault, injected: bool) -> Arc<Record> {
+        Arc::new(Record {
+            fault,
+            opening: Mutex::new(Vec::new()),
+            injected: AtomicBool::new(injected),
+        })
+    }
+
+    fn seen(&self) -> Seen {
+        let opening = self.opening.lock().unwrap();
+        Seen {
+            fault: self.fault,
+            opening: String::from_utf8_lossy(&opening).replace('\0', " "),
+            injected: self.injected.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// One forwarded connection: the client's socket, the server's, and its fault.
 struct Conn {
     client: TcpStream,
-    server: Option<TcpStream>,
+    server: TcpStream,
     fault: Fault,
+    record: Arc<Record>,
     /// Bytes forwarded so far, both directions (for [`Fault::Cut`]).
     bytes: AtomicUsize,
     /// Bytes the client sent so far (for [`Fault::LoseReply`]).
     uploaded: AtomicUsize,
-    /// Set once the fault was applied, so a connection counts once in `injected`.
-    faulted: AtomicBool,
 }
 
 impl Conn {
     fn shutdown(&self) {
         let _ = self.client.shutdown(Shutdown::Both);
-        if let Some(server) = &self.server {
-            let _ = server.shutdown(Shutdown::Both);
-        }
+        let _ = self.server.shutdown(Shutdown::Both);
     }
 
+    /// Counts the fault as applied to this connection, once.
     fn mark_faulted(&self, counters: &Counters) {
-        if !self.faulted.swap(true, Ordering::SeqCst) {
+        if !self.record.injected.swap(true, Ordering::SeqCst) {
             counters.injected[self.fault.kind().index()].fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -146,6 +186,8 @@ struct Shared {
     counters: Counters,
     /// Every forwarded connection, to shut down on drop (the pumps own them).
     live: Mutex<Vec<Weak<Conn>>>,
+    /// Every connection accepted, in order.
+    records: Mutex<Vec<Arc<Record>>>,
     /// Stalled connections, owned here until drop.
     held: Mutex<Vec<TcpStream>>,
     /// The pump threads.
@@ -174,6 +216,7 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             live: Mutex::new(Vec::new()),
+            records: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
             pumps: Mutex::new(Vec::new()),
         });
@@ -234,6 +277,12 @@ impl FaultProxy {
     /// Bytes forwarded so far, all connections and directions together.
     pub fn forwarded(&self) -> usize {
         self.shared.counters.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Every connection accepted so far, in order.
+    pub fn connections(&self) -> Vec<Seen> {
+        let records = self.shared.records.lock().unwrap();
+        records.iter().map(|r| r.seen()).collect()
     }
 
     /// One line of counters, for messages: `pass-through 3/0 cut 2/2 ...` (accepted/injected).
@@ -297,18 +346,23 @@ fn accept_loop(listener: TcpListener, target: u16, shared: &Arc<Shared>) {
 
 /// Applies `fault` to a newly accepted `client`.
 fn handle(client: TcpStream, fault: Fault, target: u16, shared: &Arc<Shared>) {
-    let count_injected = || {
-        shared.counters.injected[fault.kind().index()].fetch_add(1, Ordering::SeqCst);
+    let record = |injected: bool| {
+        let record = Record::new(fault, injected);
+        shared.records.lock().unwrap().push(record.clone());
+        if injected {
+            shared.counters.injected[fault.kind().index()].fetch_add(1, Ordering::SeqCst);
+        }
+        record
     };
     match fault {
         Fault::Stall => {
             shared.held.lock().unwrap().push(client);
-            count_injected();
+            record(true);
         }
         Fault::Refuse => {
             reset_on_close(&client);
             drop(client);
-            count_injected();
+            record(true);
         }
         Fault::PassThrough | Fault::Cut { .. } | Fault::Garble { .. } | Fault::LoseReply { .. } => {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, target));
@@ -318,11 +372,11 @@ fn handle(client: TcpStream, fault: Fault, target: u16, shared: &Arc<Shared>) {
             };
             let conn = Arc::new(Conn {
                 client,
-                server: Some(server),
+                server,
                 fault,
+                record: record(false),
                 bytes: AtomicUsize::new(0),
                 uploaded: AtomicUsize::new(0),
-                faulted: AtomicBool::new(false),
             });
             let mut live = shared.live.lock().unwrap();
             // Forget connections that are over, so a long run does not accumulate them.
@@ -345,14 +399,10 @@ fn handle(client: TcpStream, fault: Fault, target: u16, shared: &Arc<Shared>) {
 
 /// Copies one direction of `conn` (client to server when `to_server`), applying its fault.
 fn pump(conn: &Conn, to_server: bool, shared: &Shared) {
-    let server = conn
-        .server
-        .as_ref()
-        .expect("forwarded connections have a server");
     let (mut from, mut to) = if to_server {
-        (&conn.client, server)
+        (&conn.client, &conn.server)
     } else {
-        (server, &conn.client)
+        (&conn.server, &conn.client)
     };
     let mut buf = [0u8; 16 * 1024];
     // Bytes of this direction seen so far (for Garble's offset).
@@ -374,7 +424,15 @@ fn pump(conn: &Conn, to_server: bool, shared: &Shared) {
         let chunk = &mut buf[..n];
         let before = conn.bytes.fetch_add(n, Ordering::SeqCst);
         if to_server {
-            conn.uploaded.fetch_add(n, Ordering::SeqCst);
+            let uploaded = conn.uploaded.fetch_add(n, Ordering::SeqCst);
+            if uploaded < OPENING_BYTES {
+                let keep = (OPENING_BYTES - uploaded).min(n);
+                conn.record
+                    .opening
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&chunk[..keep]);
+            }
         }
         match conn.fault {
             Fault::Cut { after } if before + n > after => {
