@@ -1,5 +1,6 @@
 //! The single integration-test binary (see STYLE.md section 9).
 
+mod chaos;
 mod config;
 mod daemon;
 mod engine;
