@@ -19,7 +19,9 @@ use pushmirror::protocol::{Request, Response};
 use serde_json::Value;
 
 use crate::engine::mirror_toml;
-use crate::support::{Background, GitDaemon, TestEnv, ask, processes_with_arg, wait_until};
+use crate::support::{
+    Background, GitDaemon, TestEnv, ask, env_number, processes_with_arg, wait_until,
+};
 
 /// Upstream repositories, each with two mirrors.
 const REPOS: usize = 3;
@@ -59,17 +61,6 @@ impl Rng {
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
-    }
-}
-
-/// The number in environment variable `name`, else `default`.
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")),
-        Err(_) => default,
     }
 }
 

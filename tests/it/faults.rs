@@ -1,8 +1,9 @@
 //! Network faults between the daemon and its remote: a [`FaultProxy`] in front of a real
-//! `git daemon` cuts, stalls, refuses and garbles the daemon's connections while pushes arrive
-//! through the installed hook. Throughout, `status` must answer at once; nothing partial or
+//! `git daemon` cuts, stalls, refuses and garbles the daemon's connections, and loses the
+//! answer to a push that landed, while pushes arrive through the installed hook. Throughout, `status` must answer at once; nothing partial or
 //! corrupt may land downstream; once the network heals, one forced sync must converge.
 //!
+//! `PUSHMIRROR_FAULTS_ROUNDS` cycles through the faults that many times (default 1).
 //! RELIABILITY.md at the repository root describes this trial and its figures.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,9 @@ use pushmirror::protocol::{Request, Response};
 use serde_json::Value;
 
 use crate::engine::mirror_toml;
-use crate::support::{Fault, FaultKind, FaultProxy, GitDaemon, TestEnv, ask, wait_until};
+use crate::support::{
+    Fault, FaultKind, FaultProxy, GitDaemon, TestEnv, ask, env_number, wait_until,
+};
 
 /// Generous deadline for anything that should happen "soon" (2 shared cores).
 const SOON: Duration = Duration::from_secs(30);
@@ -388,8 +391,10 @@ fn faults_between_daemon_and_remote_heal_and_converge() {
         "the retry pushed nothing: {st:#}"
     );
 
-    // Each fault in turn, with a push to mirror through it, until the proxy applied it.
-    for (fault, mid_pack) in FAULTS {
+    // Each fault in turn, with a push to mirror through it, until the proxy applied it;
+    // `PUSHMIRROR_FAULTS_ROUNDS` times over.
+    let rounds = env_number("PUSHMIRROR_FAULTS_ROUNDS", 1).max(1);
+    for (fault, mid_pack) in (0..rounds).flat_map(|_| FAULTS) {
         proxy.set(fault);
         let kind = fault.kind();
         let before = proxy.injected(kind);
@@ -472,7 +477,7 @@ fn faults_between_daemon_and_remote_heal_and_converge() {
         }
     }
     let errors: Vec<String> = errors.iter().map(|(e, n)| format!("{n} x {e}")).collect();
-    let hit: Vec<String> = FaultKind::ALL
+    let hit: Vec<String> = FaultKind::ALL[1..]
         .iter()
         .map(|&kind| {
             let seen: Vec<_> = proxy
@@ -484,11 +489,22 @@ fn faults_between_daemon_and_remote_heal_and_converge() {
                 .iter()
                 .filter(|c| c.opening.contains("git-receive-pack"))
                 .count();
-            format!("{kind:?} {} ({pushes} pushes)", seen.len())
+            let listings = seen
+                .iter()
+                .filter(|c| c.opening.contains("git-upload-pack"))
+                .count();
+            match kind {
+                // Never read from: which service the client asked for is unknown.
+                FaultKind::Stall | FaultKind::Refuse => format!("{kind:?} {}", seen.len()),
+                _ => format!(
+                    "{kind:?} {} ({listings} listing, {pushes} push)",
+                    seen.len()
+                ),
+            }
         })
         .collect();
     eprintln!(
-        "faults: {pushes} pushes; proxy {}; faults injected per kind: {}; {} status calls, \
+        "faults: {rounds} round(s), {pushes} pushes; proxy {}; faults injected per kind: {}; {} status calls, \
          slowest {:?}; the daemon logged:\n  {}",
         proxy.stats(),
         hit.join(", "),

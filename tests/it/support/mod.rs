@@ -71,6 +71,18 @@ pub fn wait_until<T>(
     }
 }
 
+/// The number in environment variable `name` (a knob to run a trial longer), else `default`;
+/// panics if it is set to something else than a number.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")),
+        Err(_) => default,
+    }
+}
+
 /// Returns `pid: cmdline` of every live process with an argument containing `needle`
 /// (other than this test process), read from `/proc`.
 pub fn processes_with_arg(needle: &str) -> Vec<String> {
