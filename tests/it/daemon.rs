@@ -486,8 +486,10 @@ fn shipped_demo_configuration_creates_and_mirrors_the_demo() {
     let upstream = env.path("checkout/demo/upstream.git");
     let downstream = env.path("checkout/demo/downstream.git");
     wait_until("the demo is created and mirrored", SOON, || {
-        if !downstream.exists() {
-            return Err(format!("no downstream yet\n{}", daemon.log()));
+        // The daemon makes the downstream with `git init` in place: the directory exists a
+        // moment before it is a repository, so wait for its mirrored branch instead.
+        if !downstream.exists() || !env.ref_exists(&downstream, "refs/heads/main") {
+            return Err(format!("no mirrored downstream yet\n{}", daemon.log()));
         }
         let (up, down) = (env.mirrored_refs(&upstream), env.mirrored_refs(&downstream));
         if !up.is_empty() && up == down {

@@ -1,8 +1,10 @@
 //! The single integration-test binary (see STYLE.md section 9).
 
+mod chaos;
 mod config;
 mod daemon;
 mod engine;
+mod faults;
 mod hook;
 mod servers;
 mod socket;

@@ -1,7 +1,8 @@
 //! Hermetic fixtures for integration tests: a temporary directory with its own `HOME` and git
 //! configuration, helpers that build repositories with plain `git`, a bounded runner for the
 //! `pushmirror` binary, and real git servers on loopback ([`GitDaemon`], [`HttpServer`],
-//! [`DulwichDaemon`]) plus misbehaving peers ([`HangingServer`], [`closed_port`]).
+//! [`DulwichDaemon`]) plus misbehaving peers ([`HangingServer`], [`closed_port`], and
+//! [`FaultProxy`] in front of a real server).
 //!
 //! Nothing outside the temporary directory is touched, every command runs with `env_clear()`
 //! plus [`TestEnv::git_env`], and every process started is killed in `Drop`.
@@ -20,9 +21,11 @@
 // Not every helper is used by every test module yet.
 #![allow(dead_code)]
 
+mod faultproxy;
 mod process;
 mod servers;
 
+pub use faultproxy::{Fault, FaultKind, FaultProxy};
 pub use process::{Background, Output, RUN_TIMEOUT};
 #[allow(unused_imports)] // re-exported for test modules that may not use all of them yet
 pub use servers::{
@@ -66,6 +69,18 @@ pub fn wait_until<T>(
             }
             Err(_) => thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// The number in environment variable `name` (a knob to run a trial longer), else `default`;
+/// panics if it is set to something else than a number.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={text:?} is not a number: {e}")),
+        Err(_) => default,
     }
 }
 
