@@ -119,7 +119,12 @@ pub fn main(config: Config) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(run(config, listener, shutdown_signal()))
+    runtime.block_on(async {
+        // The handlers are in place before the socket is served: a SIGTERM as soon as the
+        // daemon answers is a graceful stop, never the default action.
+        let shutdown = shutdown_signal();
+        run(config, listener, shutdown).await
+    })
 }
 
 /// Runs the daemon until `shutdown` completes, then stops gracefully.
@@ -148,6 +153,10 @@ pub(crate) async fn run_with(
     daemon.install_mirrors(&config);
     daemon.resume(pending).await;
 
+    // Before the socket is served: a signal as soon as the daemon answers is handled, not
+    // the default action (which ends the process).
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
     listener
         .set_nonblocking(true)
         .map_err(DaemonError::Socket)?;
@@ -161,8 +170,6 @@ pub(crate) async fn run_with(
         stop_accepting.clone(),
     ));
 
-    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut user1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
     tokio::pin!(shutdown);
     info!(
         mirrors = daemon.mirrors.len(),
@@ -305,18 +312,22 @@ async fn sleep_until_opt(due: Option<Instant>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs handlers for SIGTERM and SIGINT now (inside the runtime) and returns a future
+/// that completes on either.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without handlers the default action (exit) still applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without handlers the default action (exit) still applies.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -363,7 +363,7 @@ fn tally(
             }
             RefOutcome::RemoteRejected { reason, .. } => {
                 report.rejections_transient &=
-                    result.outcome.is_lock_failure() || result.outcome.is_stale();
+                    result.outcome.is_transient_refusal() || result.outcome.is_stale();
                 report.rejected.push(RejectedRef {
                     refname: result.refname.clone(),
                     reason: reason.clone(),

@@ -128,6 +128,10 @@ pub(super) fn refusal_of(words: &str) -> Refusal {
         Refusal::Stale
     } else if LOCKED.is_match(words) {
         Refusal::Locked
+    } else if words == "unpacker error" {
+        // git's receive-pack when index-pack failed on what arrived (its stderr says
+        // `remote unpack failed: ...`); dulwich says the same.
+        Refusal::Unpacker
     } else {
         Refusal::Permanent
     }
@@ -205,6 +209,16 @@ pub(super) fn exit_description(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_that_did_not_arrive_whole_is_worth_another_attempt() {
+        assert_eq!(refusal_of("unpacker error"), Refusal::Unpacker);
+        // A hook's words that merely mention it are the hook's.
+        assert_eq!(
+            refusal_of("hook: no unpacker error here"),
+            Refusal::Permanent
+        );
+    }
 
     /// What git 2.47 printed on stderr, provoked on this machine unless marked otherwise.
     const SAMPLES: &[(&str, FailureKind, &str)] = &[

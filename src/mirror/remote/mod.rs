@@ -119,6 +119,9 @@ pub enum Refusal {
     /// or one crashed and left it (`Unable to create '<path>.lock': File exists.`; reftable's
     /// `cannot lock references`; JGit's `failed to lock`). A later attempt may pass.
     Locked,
+    /// The pack did not arrive whole (`unpacker error`): cut or garbled in transit, or the
+    /// remote could not store it (a full disk). Another attempt sends it again.
+    Unpacker,
     /// Anything else: a hook, a protected branch, a ref whose name conflicts with another
     /// ref (`'refs/heads/a/b' exists; cannot create 'refs/heads/a'`). Trying again changes
     /// nothing until the remote or the local refs change.
@@ -136,6 +139,18 @@ impl RefOutcome {
             RefOutcome::RemoteRejected { refusal, .. } => *refusal == Refusal::Stale,
             RefOutcome::Done | RefOutcome::UpToDate => false,
         }
+    }
+
+    /// Returns true when another attempt may pass the remote's refusal of the ref: a lock in
+    /// the way, or a pack that did not arrive whole.
+    pub fn is_transient_refusal(&self) -> bool {
+        matches!(
+            self,
+            RefOutcome::RemoteRejected {
+                refusal: Refusal::Locked | Refusal::Unpacker,
+                ..
+            }
+        )
     }
 
     /// Returns true when the remote refused the ref because it could not lock it
