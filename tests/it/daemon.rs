@@ -352,6 +352,17 @@ fn sigkill_before_during_and_after_an_update_loses_nothing() {
         }
     });
     fs::remove_file(&hold).expect("release");
+    // The orphaned receive-pack ends first: racing it, the next push could meet its ref lock
+    // (a transient rejection, retried only after this mirror's hour-long backoff).
+    let path = remote.display().to_string();
+    crate::support::wait_until("the orphaned receive-pack ended", SOON, || {
+        let alive = crate::support::processes_with_arg(&path);
+        if alive.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{alive:#?}"))
+        }
+    });
     let mut daemon = s.start_daemon();
     wait_mirrored(&s.env, &remote, "refs/heads/main", &third, &daemon);
     wait_status(&s.env, "m", "finished");
