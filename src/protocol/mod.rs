@@ -183,6 +183,9 @@ pub enum ErrorKind {
     /// The daemon could not make the request durable (e.g. a full disk).
     Unavailable,
     ShuttingDown,
+    /// Too many clients are doing the same at once (waiting for updates, or sending long
+    /// requests); nothing was done. Retry later; a hook spools.
+    Busy,
 }
 
 /// One mirror in `status`: the stable machine form of SPEC section 6, also printed by

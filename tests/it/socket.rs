@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use pushmirror::protocol::{ErrorKind, MAX_REQUEST_BYTES, Request, Response};
 
-use crate::support::{Background, TestEnv, ask, wait_until};
+use crate::support::{Background, HangingServer, TestEnv, ZERO_OID, ask, wait_until};
 
 /// Generous deadline for the daemon to start or stop.
 const SOON: Duration = Duration::from_secs(30);
@@ -26,6 +26,11 @@ struct Running {
 
 fn start_daemon(env: TestEnv) -> Running {
     env.write_config("[daemon]\nstate_dir = \"state\"\n");
+    launch(env)
+}
+
+/// Starts the daemon on the configuration `env` already has (its state in `state`).
+fn launch(env: TestEnv) -> Running {
     let socket = env.path("state/control.sock");
     let mut daemon = env.spawn_pushmirror(&["daemon"]);
     wait_until("the daemon answers a ping", SOON, || {
@@ -205,4 +210,77 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
         second.log()
     );
     running.assert_alive();
+}
+
+/// More `sync --wait` clients than the connection limit (64), waiting on an update that hangs
+/// on its remote: `status` and the hook are still answered at once, because a connection that
+/// only waits for its update gives its connection slot back.
+#[test]
+fn waiting_syncs_do_not_lock_out_status_or_the_hook() {
+    const WAITERS: usize = 80;
+    let env = TestEnv::new();
+    let repo = env.bare_repo("app.git");
+    let commit = env.make_commit_on(&repo, None, "c1");
+    env.set_ref(&repo, "refs/heads/main", &commit);
+    let hanging = HangingServer::start();
+    env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\n\n[[mirror]]\nname = \"m\"\nrepo = \"{}\"\nurl = \"{}\"\ntimeout = \"10m\"\n",
+        repo.display(),
+        hanging.git_url("m.git")
+    ));
+    let running = launch(env);
+    // The start-up scan finds m never synced: its update starts and hangs on the remote.
+    wait_until("the update of m reaches the remote", SOON, || {
+        if hanging.accepted() > 0 {
+            Ok(())
+        } else {
+            Err(running.daemon.log())
+        }
+    });
+
+    let line = b"{\"v\":1,\"op\":\"sync\",\"target\":{\"mirrors\":[\"m\"]},\"wait\":true}\n";
+    let waiters: Vec<UnixStream> = (0..WAITERS)
+        .map(|_| {
+            let mut stream = raw(&running.socket);
+            stream.write_all(line).expect("send sync --wait");
+            stream
+        })
+        .collect();
+
+    let started = Instant::now();
+    let out = running.env.pushmirror(&["status", "--json", "m"]);
+    let took = started.elapsed();
+    out.assert_success();
+    assert!(
+        took < Duration::from_secs(5),
+        "status took {took:?}\n{out}\n--- daemon log ---\n{}",
+        running.daemon.log()
+    );
+
+    // The hook is answered within its one-second budget: it prints nothing, spools nothing.
+    let mut hook = running.env.pushmirror_command(&["notify"]);
+    hook.current_dir(&repo).env("GIT_DIR", ".");
+    let input = format!("{ZERO_OID} {commit} refs/heads/main\n");
+    let out = running.env.run_with_stdin(&mut hook, input.as_bytes());
+    out.assert_success();
+    assert_eq!(
+        out.stderr,
+        "",
+        "{out}\n--- daemon log ---\n{}",
+        running.daemon.log()
+    );
+    let spool = running.env.path("state/spool");
+    let spooled = fs::read_dir(&spool).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(spooled, 0, "the hook spooled its notification");
+
+    // The waiters still wait: their update has not ended.
+    for mut waiter in waiters {
+        waiter.set_nonblocking(true).expect("non-blocking");
+        let mut byte = [0u8; 1];
+        let read = waiter.read(&mut byte);
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{read:?}"
+        );
+    }
 }

@@ -8,7 +8,8 @@
 //! size ([`Limits::max_request_bytes`], never buffered past it) and in time
 //! ([`Limits::read_timeout`], so an idle or slow client cannot hold a permit forever; once
 //! every permit is taken, [`Limits::busy_grace`], so idle clients are shed quickly while
-//! others wait in the backlog), and the peer's credentials are checked on top of the
+//! others wait in the backlog); a client waiting hours for its updates gives its permit back
+//! meanwhile ([`Limits::max_waiting`]); and the peer's credentials are checked on top of the
 //! socket's mode 0660 (SPEC.md section 8).
 //!
 //! Framing is here, handling is not: this module only knows lines,
@@ -59,6 +60,11 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may wait for its request line while the connection limit is
 /// reached, unless [`Limits`] says otherwise.
 pub const DEFAULT_BUSY_GRACE: Duration = Duration::from_millis(500);
+
+/// Connections waiting for updates at once (`sync` with `wait`) unless [`Limits`] says
+/// otherwise. With [`DEFAULT_MAX_CONNECTIONS`], 320 sockets: well within the usual limit of
+/// 1024 open files, leaving room for the daemon's files and git children.
+pub const DEFAULT_MAX_WAITING: usize = 256;
 
 /// The mode of the socket file: owner and socket group may connect (SPEC.md section 8).
 pub const SOCKET_MODE: u32 = 0o660;
@@ -125,8 +131,15 @@ fn pid_suffix(pid: Option<u32>) -> String {
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections served at once; further clients wait in the kernel's listen backlog until
-    /// a connection ends. Default [`DEFAULT_MAX_CONNECTIONS`].
+    /// a connection ends. A connection that only waits for updates does not count (see
+    /// `max_waiting`). Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Connections waiting at once for the answer to a request that waits for updates
+    /// (`sync` with `wait`, which can take hours). While it waits, such a connection gives
+    /// its connection slot back and holds no buffer, so waiting clients never lock out those
+    /// that ask something now; one more waiting request is answered `busy` at once.
+    /// Default [`DEFAULT_MAX_WAITING`].
+    pub max_waiting: usize,
     /// Longest wait for one complete request line (idle connections are closed when it
     /// passes, so they cannot hold a permit forever) and for writing one reply.
     /// Default [`DEFAULT_READ_TIMEOUT`].
@@ -152,6 +165,7 @@ impl Default for Limits {
         let egid = unsafe { libc::getegid() };
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_waiting: DEFAULT_MAX_WAITING,
             read_timeout: DEFAULT_READ_TIMEOUT,
             busy_grace: DEFAULT_BUSY_GRACE,
             max_request_bytes: MAX_REQUEST_BYTES,

@@ -1,14 +1,27 @@
 //! Serving the bound control socket: accepting connections, reading bounded request lines,
 //! handing requests to the daemon and writing its answers, until shutdown.
 //!
-//! After mini-redis's `server.rs`: a `Semaphore` permit is taken *before* `accept` and moved
-//! into the connection's task, so that a client is never accepted that cannot be served;
-//! clients beyond the limit wait in the kernel's backlog. Our additions are the bounds on what
-//! one connection may cost (see [`Limits`]): each request line has a size limit and a
-//! deadline, shortened to [`Limits::busy_grace`] while every permit is taken, so that idle
-//! clients make room for those that talk. The accept loop and each connection are separate
-//! functions because they have separate lifetimes: the loop ends at shutdown, connections
-//! end when their client does, or at shutdown after a short grace for a pending answer.
+//! After mini-redis's `server.rs`: a `Semaphore` permit (a connection slot) is taken *before*
+//! `accept` and moved into the connection's task, so that a client is never accepted that
+//! cannot be served; clients beyond the limit wait in the kernel's backlog. Our additions are
+//! the bounds on what one connection may cost (see [`Limits`]): each request line has a size
+//! limit and a deadline, shortened to [`Limits::busy_grace`] while every slot is taken, so
+//! that idle clients make room for those that talk. The accept loop and each connection are
+//! separate functions because they have separate lifetimes: the loop ends at shutdown,
+//! connections end when their client does, or at shutdown after a short grace for a pending
+//! answer.
+//!
+//! Waiting is not asking. A `sync` with `wait` is answered when its updates end, hours later
+//! perhaps; if it kept its slot meanwhile, 64 such clients would lock out `status` and the
+//! hook. So while a connection only waits for that answer it is *parked*: it gives its slot
+//! back and drops its read and line buffers, keeping only its socket and the channel its
+//! answer comes on, and holds a waiting slot instead, of a pool of its own
+//! ([`Limits::max_waiting`]). Both pools are bounded, so memory and file descriptors are too:
+//! `max_connections` connections with their buffers, plus `max_waiting` parked ones with
+//! none. A waiting request beyond the pool is answered `busy` at once (nothing is forced).
+//! Once answered, a parked connection queues for a slot like a new client before it reads
+//! its next request. Requests answered at once (`status`, `notify`, ...) keep their slot:
+//! they hold it for milliseconds, and parking them would only add work.
 
 use std::fs;
 use std::io;
@@ -57,6 +70,11 @@ struct Context {
     /// waiting for a request meanwhile shorten their deadline to [`Limits::busy_grace`].
     /// A level, not an event: a connection that starts waiting while it is true sheds too.
     pressure: watch::Sender<bool>,
+    /// Connection slots ([`Limits::max_connections`]): the accept loop takes one before
+    /// `accept`; a connection parked on a waiting request gives its slot back.
+    slots: Arc<Semaphore>,
+    /// Waiting slots ([`Limits::max_waiting`]): one per parked connection.
+    waiting: Arc<Semaphore>,
 }
 
 /// Serves the control socket until `shutdown` is cancelled; returns after the socket file is
@@ -70,9 +88,10 @@ pub async fn serve(
     // Remember which file we listen on, so that shutdown never removes the socket of a
     // daemon that replaced ours.
     let socket = SocketFile::of(&listener);
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
     let context = Arc::new(Context {
+        slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        waiting: Arc::new(Semaphore::new(limits.max_waiting.max(1))),
         limits,
         requests,
         shutdown: shutdown.clone(),
@@ -83,7 +102,7 @@ pub async fn serve(
 
     // The permit comes first: while every permit is taken, new clients wait in the kernel's
     // backlog instead of being accepted and starved.
-    while let Some(permit) = next_permit(&permits, &context).await {
+    while let Some(permit) = next_permit(&context).await {
         let stream = match accept(&listener, &shutdown).await {
             Accepted::Stream(stream) => stream,
             // The permit is released when it drops here.
@@ -140,7 +159,8 @@ impl SocketFile {
 /// While it waits, connections that hold a permit without sending a request are told to make
 /// room (see [`Context::pressure`]), so that a flood of idle clients delays the others by
 /// rounds of `busy_grace`, not of `read_timeout` (the backlog is served in order).
-async fn next_permit(permits: &Arc<Semaphore>, context: &Context) -> Option<OwnedSemaphorePermit> {
+async fn next_permit(context: &Context) -> Option<OwnedSemaphorePermit> {
+    let permits = &context.slots;
     if let Ok(permit) = permits.clone().try_acquire_owned() {
         return Some(permit);
     }
@@ -187,11 +207,7 @@ async fn accept(listener: &tokio::net::UnixListener, shutdown: &CancellationToke
 /// Reads request lines from one client and answers each, until it closes, stays idle past
 /// the read timeout, sends an oversized line, or the daemon shuts down.
 #[instrument(name = "control", skip_all, fields(peer_pid, peer_uid))]
-async fn handle_connection(
-    stream: UnixStream,
-    context: Arc<Context>,
-    _permit: OwnedSemaphorePermit,
-) {
+async fn handle_connection(stream: UnixStream, context: Arc<Context>, slot: OwnedSemaphorePermit) {
     let peer = match peer::connected_peer(&stream) {
         Ok(peer) => peer,
         Err(e) => {
@@ -206,12 +222,13 @@ async fn handle_connection(
     }
 
     let limits = &context.limits;
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::with_capacity(KEEP_BUFFER_BYTES, reader);
-    let mut line = Vec::new();
+    let (reader, writer) = stream.into_split();
+    let mut connection = Connection::new(reader, writer, slot);
     loop {
-        reuse_line_buffer(&mut line);
-        let Some(read) = read_request_line(&mut reader, &mut line, &context).await else {
+        reuse_line_buffer(&mut connection.line);
+        let Some(read) =
+            read_request_line(&mut connection.reader, &mut connection.line, &context).await
+        else {
             return;
         };
         let response = match read {
@@ -226,19 +243,125 @@ async fn handle_connection(
                     "request too large; closing"
                 );
                 let reply = too_large(limits.max_request_bytes);
-                return refuse(&mut reader, &mut writer, &reply, limits.read_timeout).await;
+                return refuse(connection, &reply, limits.read_timeout).await;
             }
             Ok(LineRead::Line) if !allowed => {
                 let reply = forbidden(peer.uid);
-                return refuse(&mut reader, &mut writer, &reply, limits.read_timeout).await;
+                return refuse(connection, &reply, limits.read_timeout).await;
             }
-            Ok(LineRead::Line) => answer(&line, peer, &context).await,
+            Ok(LineRead::Line) => match decode_request(&connection.line) {
+                Err(reply) => {
+                    debug!("malformed request line");
+                    reply
+                }
+                Ok(request) if waits_for_updates(&request) => {
+                    match wait_parked(connection, request, peer, &context).await {
+                        Some(next) => {
+                            connection = next;
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+                Ok(request) => dispatch(request, peer, &context).await,
+            },
         };
-        if let Err(e) = write_response(&mut writer, &response, limits.read_timeout).await {
+        if let Err(e) = write_response(&mut connection.writer, &response, limits.read_timeout).await
+        {
             debug!(cause = %e, "cannot write the reply; closing");
             return;
         }
     }
+}
+
+/// One client's connection while it is served: its socket, its buffers, and the connection
+/// slot it holds meanwhile.
+struct Connection {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// The request line being read.
+    line: Vec<u8>,
+    /// The permit of the accept loop's semaphore: held while the connection reads a request
+    /// or is answered at once, given back while it waits for updates.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new(
+        reader: OwnedReadHalf,
+        writer: OwnedWriteHalf,
+        slot: OwnedSemaphorePermit,
+    ) -> Connection {
+        Connection {
+            reader: BufReader::with_capacity(KEEP_BUFFER_BYTES, reader),
+            writer,
+            line: Vec::new(),
+            _slot: slot,
+        }
+    }
+}
+
+/// Returns true for the requests whose answer waits for updates to end (`sync` with `wait`):
+/// their connections wait parked (see [`wait_parked`]).
+fn waits_for_updates(request: &Request) -> bool {
+    matches!(request, Request::Sync { wait: true, .. })
+}
+
+/// Hands a request that waits for updates to the daemon and writes its answer, with the
+/// connection parked meanwhile: it gives its connection slot back and drops its buffers,
+/// holding a waiting slot instead ([`Limits::max_waiting`]; when none is free the answer is
+/// `busy` at once). Returns the connection, with a connection slot again, for its next
+/// request; `None` when it ended.
+///
+/// A client that sent more before its answer broke the protocol's turn-taking: what it sent
+/// is not kept while waiting, so the connection ends after the answer.
+async fn wait_parked(
+    connection: Connection,
+    request: Request,
+    peer: Peer,
+    context: &Context,
+) -> Option<Connection> {
+    let timeout = context.limits.read_timeout;
+    let Ok(_waiting) = context.waiting.clone().try_acquire_owned() else {
+        warn!(
+            limit = context.limits.max_waiting,
+            "too many clients wait for updates; answering busy"
+        );
+        let mut connection = connection;
+        let reply = too_many_waiting(context.limits.max_waiting);
+        write_response(&mut connection.writer, &reply, timeout)
+            .await
+            .ok()?;
+        return Some(connection);
+    };
+    let Connection {
+        reader,
+        mut writer,
+        line,
+        _slot: slot,
+    } = connection;
+    drop((line, slot));
+    let sent_ahead = !reader.buffer().is_empty();
+    // Frees the read buffer.
+    let reader = reader.into_inner();
+
+    let response = dispatch(request, peer, context).await;
+    let written = write_response(&mut writer, &response, timeout).await;
+    if sent_ahead {
+        debug!("the client sent more before its answer; closing");
+        close_after_reply(&mut BufReader::new(reader), &mut writer, timeout).await;
+        return None;
+    }
+    if let Err(e) = written {
+        debug!(cause = %e, "cannot write the reply; closing");
+        return None;
+    }
+    // In line with new clients for the next slot (the semaphore is fair).
+    let slot = tokio::select! {
+        _ = context.shutdown.cancelled() => return None,
+        slot = context.slots.clone().acquire_owned() => slot.ok()?,
+    };
+    Some(Connection::new(reader, writer, slot))
 }
 
 /// Records the peer's pid and uid on the connection's span.
@@ -259,27 +382,12 @@ fn reuse_line_buffer(line: &mut Vec<u8>) {
     }
 }
 
-/// Returns the answer to one complete request line: the daemon's, or a `bad_request` error
-/// when the line does not decode.
-async fn answer(line: &[u8], peer: Peer, context: &Context) -> Response {
-    match decode_request(line) {
-        Ok(request) => dispatch(request, peer, context).await,
-        Err(reply) => {
-            debug!("malformed request line");
-            reply
-        }
-    }
-}
-
-/// Writes `reply` and ends the connection (see [`close_after_reply`]).
-async fn refuse(
-    reader: &mut BufReader<OwnedReadHalf>,
-    writer: &mut OwnedWriteHalf,
-    reply: &Response,
-    timeout: Duration,
-) {
-    let _ = write_response(writer, reply, timeout).await;
-    close_after_reply(reader, writer, timeout).await;
+/// Writes `reply` and ends the connection (see [`close_after_reply`]), its line buffer
+/// released first.
+async fn refuse(mut connection: Connection, reply: &Response, timeout: Duration) {
+    connection.line = Vec::new();
+    let _ = write_response(&mut connection.writer, reply, timeout).await;
+    close_after_reply(&mut connection.reader, &mut connection.writer, timeout).await;
 }
 
 /// Waits for one request line within the connection's deadline. Returns `None` when the
@@ -396,6 +504,16 @@ fn too_large(max_request_bytes: usize) -> Response {
     )
 }
 
+/// Returns the reply to a request that waits for updates while `max_waiting` others do.
+fn too_many_waiting(max_waiting: usize) -> Response {
+    error_reply(
+        ErrorKind::Busy,
+        format!(
+            "{max_waiting} clients already wait for updates; retry later, or sync without waiting"
+        ),
+    )
+}
+
 /// Returns the reply to a request from `uid`, which may not use the socket.
 fn forbidden(uid: u32) -> Response {
     error_reply(
@@ -452,8 +570,9 @@ mod tests {
 
     use super::*;
     use crate::client::Client;
+    use crate::daemon::control::DEFAULT_MAX_CONNECTIONS;
     use crate::daemon::control::bind;
-    use crate::protocol::{MAX_REQUEST_BYTES, PROTOCOL_VERSION};
+    use crate::protocol::{MAX_REQUEST_BYTES, PROTOCOL_VERSION, SyncTarget};
 
     const T: Duration = Duration::from_secs(10);
 
@@ -484,6 +603,67 @@ mod tests {
             }
         });
         sender
+    }
+
+    /// A fake daemon that holds the answers to requests that wait for updates until
+    /// `release` is sent (then answers them, and later ones at once, with an empty `Synced`),
+    /// and answers everything else at once with `Pong`. Each request it holds is reported on
+    /// `held`.
+    struct HoldingDaemon {
+        requests: mpsc::Sender<Incoming>,
+        held: mpsc::UnboundedReceiver<()>,
+        release: oneshot::Sender<()>,
+    }
+
+    fn holding_daemon() -> HoldingDaemon {
+        let (requests, mut receiver) = mpsc::channel::<Incoming>(16);
+        let (held_tx, held) = mpsc::unbounded_channel();
+        let (release, mut released) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let synced = || Response::Synced {
+                mirrors: Vec::new(),
+            };
+            let mut holding: Option<Vec<oneshot::Sender<Response>>> = Some(Vec::new());
+            loop {
+                tokio::select! {
+                    _ = &mut released, if holding.is_some() => {
+                        for reply in holding.take().into_iter().flatten() {
+                            let _ = reply.send(synced());
+                        }
+                    }
+                    incoming = receiver.recv() => {
+                        let Some(incoming) = incoming else { return };
+                        match (&incoming.request, &mut holding) {
+                            (Request::Sync { wait: true, .. }, Some(held)) => {
+                                held.push(incoming.reply);
+                                let _ = held_tx.send(());
+                            }
+                            (Request::Sync { .. }, _) => {
+                                let _ = incoming.reply.send(synced());
+                            }
+                            _ => {
+                                let _ = incoming.reply.send(Response::Pong {
+                                    version: PROTOCOL_VERSION,
+                                    pid: 42,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        HoldingDaemon {
+            requests,
+            held,
+            release,
+        }
+    }
+
+    fn sync_wait() -> Request {
+        Request::Sync {
+            target: SyncTarget::All,
+            wait: true,
+        }
     }
 
     struct Server {
@@ -634,6 +814,71 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// More clients than connection slots wait for updates: each gives its slot back while
+    /// it waits, so all of them reach the daemon and a client that asks something now is
+    /// answered at once.
+    #[tokio::test]
+    async fn clients_waiting_for_updates_do_not_take_connection_slots() {
+        const WAITERS: usize = DEFAULT_MAX_CONNECTIONS + 36;
+        let mut daemon = holding_daemon();
+        let server = start(Limits::default(), daemon.requests.clone());
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let path = server.path.clone();
+                tokio::spawn(async move { crate::client::call(&path, &sync_wait(), T).await })
+            })
+            .collect();
+        for n in 0..WAITERS {
+            tokio::time::timeout(T, daemon.held.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {n} waiting requests reached the daemon"));
+        }
+        let response = crate::client::call(&server.path, &Request::Ping, T)
+            .await
+            .expect("answer");
+        assert!(matches!(response, Response::Pong { .. }), "{response:?}");
+        let _ = daemon.release.send(());
+        for waiter in waiters {
+            let response = waiter.await.expect("the waiter runs").expect("answer");
+            assert!(matches!(response, Response::Synced { .. }), "{response:?}");
+        }
+    }
+
+    /// Beyond `max_waiting`, a request that would wait is answered `busy` at once; one that
+    /// waited keeps its connection for the next request.
+    #[tokio::test]
+    async fn waiting_clients_beyond_their_bound_get_busy() {
+        let limits = Limits {
+            max_waiting: 2,
+            ..Limits::default()
+        };
+        let mut daemon = holding_daemon();
+        let server = start(limits, daemon.requests.clone());
+        let mut first = Client::connect(&server.path, T).await.expect("connect");
+        let first = tokio::spawn(async move {
+            let synced = first.request(&sync_wait(), T).await;
+            let pong = first.request(&Request::Ping, T).await;
+            (synced, pong)
+        });
+        let path = server.path.clone();
+        let second = tokio::spawn(async move { crate::client::call(&path, &sync_wait(), T).await });
+        for _ in 0..2 {
+            tokio::time::timeout(T, daemon.held.recv())
+                .await
+                .expect("a waiting request reaches the daemon");
+        }
+        let third = crate::client::call(&server.path, &sync_wait(), T)
+            .await
+            .expect("answer");
+        assert_eq!(kind(&third), Some(ErrorKind::Busy), "{third:?}");
+        let _ = daemon.release.send(());
+        let (synced, pong) = first.await.expect("the first client runs");
+        assert!(matches!(synced, Ok(Response::Synced { .. })), "{synced:?}");
+        assert!(matches!(pong, Ok(Response::Pong { .. })), "{pong:?}");
+        let second = second.await.expect("the second client runs");
+        assert!(matches!(second, Ok(Response::Synced { .. })), "{second:?}");
     }
 
     #[tokio::test]
