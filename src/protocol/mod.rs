@@ -19,7 +19,8 @@ mod framing;
 mod status;
 
 pub use framing::{
-    LineRead, MAX_REQUEST_BYTES, decode_request, encode_request, encode_response, read_line_bounded,
+    LineRead, MAX_REQUEST_BYTES, SMALL_REQUEST_BYTES, decode_request, encode_request,
+    encode_response, read_line_bounded,
 };
 
 /// The protocol version this build speaks.

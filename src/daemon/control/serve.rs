@@ -22,6 +22,18 @@
 //! Once answered, a parked connection queues for a slot like a new client before it reads
 //! its next request. Requests answered at once (`status`, `notify`, ...) keep their slot:
 //! they hold it for milliseconds, and parking them would only add work.
+//!
+//! Memory is bounded in total, not only per connection: 64 clients each sending a line of
+//! the 8 MiB limit would otherwise cost 512 MiB. Every connection may buffer
+//! [`Limits::small_request_bytes`] (64 KiB, enough for every request of pushmirror's own
+//! clients; the hook keeps its notifications within it); a line that grows past that first
+//! takes one of [`Limits::large_requests`] slots (one), waiting for it within its read
+//! deadline and getting `busy` (and the connection closed) if none comes free, and holds
+//! it until its request is answered, so the decoded request the daemon works on is covered
+//! too. A refused or finished line releases its buffer before its slot. At the defaults the
+//! line buffers take at most 64 x 128 KiB + 1 x 16 MiB (a `Vec` grows by doubling, so twice
+//! what it holds), and the read buffers 64 x 64 KiB: 28 MiB, plus the one large request
+//! decoded, whatever the clients do. A small line never waits for a large one.
 
 use std::fs;
 use std::io;
@@ -75,6 +87,29 @@ struct Context {
     slots: Arc<Semaphore>,
     /// Waiting slots ([`Limits::max_waiting`]): one per parked connection.
     waiting: Arc<Semaphore>,
+    /// Large-request slots ([`Limits::large_requests`]): one per line buffered past
+    /// [`Limits::small_request_bytes`], held until its request is answered.
+    large: Arc<Semaphore>,
+}
+
+impl Context {
+    fn new(
+        limits: Limits,
+        requests: mpsc::Sender<Incoming>,
+        shutdown: CancellationToken,
+    ) -> Context {
+        Context {
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            waiting: Arc::new(Semaphore::new(limits.max_waiting.max(1))),
+            large: Arc::new(Semaphore::new(limits.large_requests.max(1))),
+            limits,
+            requests,
+            shutdown,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            daemon_uid: unsafe { libc::geteuid() },
+            pressure: watch::Sender::new(false),
+        }
+    }
 }
 
 /// Serves the control socket until `shutdown` is cancelled; returns after the socket file is
@@ -85,20 +120,16 @@ pub async fn serve(
     requests: mpsc::Sender<Incoming>,
     shutdown: CancellationToken,
 ) {
+    serve_with(listener, Arc::new(Context::new(limits, requests, shutdown))).await;
+}
+
+/// Serves as [`serve`] does, with a context the caller made (tests look at its slots).
+async fn serve_with(listener: tokio::net::UnixListener, context: Arc<Context>) {
+    let shutdown = context.shutdown.clone();
     // Remember which file we listen on, so that shutdown never removes the socket of a
     // daemon that replaced ours.
     let socket = SocketFile::of(&listener);
     let connections = TaskTracker::new();
-    let context = Arc::new(Context {
-        slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-        waiting: Arc::new(Semaphore::new(limits.max_waiting.max(1))),
-        limits,
-        requests,
-        shutdown: shutdown.clone(),
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        daemon_uid: unsafe { libc::geteuid() },
-        pressure: watch::Sender::new(false),
-    });
 
     // The permit comes first: while every permit is taken, new clients wait in the kernel's
     // backlog instead of being accepted and starved.
@@ -226,18 +257,22 @@ async fn handle_connection(stream: UnixStream, context: Arc<Context>, slot: Owne
     let mut connection = Connection::new(reader, writer, slot);
     loop {
         reuse_line_buffer(&mut connection.line);
-        let Some(read) =
-            read_request_line(&mut connection.reader, &mut connection.line, &context).await
-        else {
-            return;
-        };
+        let read = read_request_line(
+            &mut connection.reader,
+            &mut connection.line,
+            &context,
+            allowed,
+        )
+        .await;
         let response = match read {
-            Err(e) => {
-                debug!(cause = %e, "read failed; closing");
-                return;
+            LineOutcome::End | LineOutcome::Eof => return,
+            // A forbidden peer never takes a large-request slot: its first line is refused
+            // once it outgrows the small allowance.
+            LineOutcome::Line { .. } | LineOutcome::TooLarge if !allowed => {
+                let reply = forbidden(peer.uid);
+                return refuse(connection, &reply, limits.read_timeout).await;
             }
-            Ok(LineRead::Eof) => return,
-            Ok(LineRead::TooLarge) => {
+            LineOutcome::TooLarge => {
                 warn!(
                     limit = limits.max_request_bytes,
                     "request too large; closing"
@@ -245,16 +280,18 @@ async fn handle_connection(stream: UnixStream, context: Arc<Context>, slot: Owne
                 let reply = too_large(limits.max_request_bytes);
                 return refuse(connection, &reply, limits.read_timeout).await;
             }
-            Ok(LineRead::Line) if !allowed => {
-                let reply = forbidden(peer.uid);
+            LineOutcome::Busy => {
+                let reply = no_room_for_long_lines(limits.small_request_bytes);
                 return refuse(connection, &reply, limits.read_timeout).await;
             }
-            Ok(LineRead::Line) => match decode_request(&connection.line) {
+            LineOutcome::Line { large } => match decode_request(&connection.line) {
                 Err(reply) => {
                     debug!("malformed request line");
+                    release_line(&mut connection.line, large);
                     reply
                 }
                 Ok(request) if waits_for_updates(&request) => {
+                    release_line(&mut connection.line, large);
                     match wait_parked(connection, request, peer, &context).await {
                         Some(next) => {
                             connection = next;
@@ -263,7 +300,15 @@ async fn handle_connection(stream: UnixStream, context: Arc<Context>, slot: Owne
                         None => return,
                     }
                 }
-                Ok(request) => dispatch(request, peer, &context).await,
+                Ok(request) => {
+                    // The large-request slot is held until the answer, so that it also
+                    // bounds the memory of the decoded request, which the daemon holds
+                    // until then.
+                    reuse_line_buffer(&mut connection.line);
+                    let response = dispatch(request, peer, &context).await;
+                    drop(large);
+                    response
+                }
             },
         };
         if let Err(e) = write_response(&mut connection.writer, &response, limits.read_timeout).await
@@ -373,6 +418,14 @@ fn record_peer(peer: &Peer) {
     span.record("peer_uid", peer.uid);
 }
 
+/// Empties `line` (releasing a large buffer), then gives back the large-request slot it
+/// took, if any: in this order, so that the slot never admits another large line while this
+/// one's memory is still held.
+fn release_line(line: &mut Vec<u8>, large: Option<OwnedSemaphorePermit>) {
+    reuse_line_buffer(line);
+    drop(large);
+}
+
 /// Empties `line` for the next request, releasing its memory if one large request grew it
 /// past [`KEEP_BUFFER_BYTES`].
 fn reuse_line_buffer(line: &mut Vec<u8>) {
@@ -390,43 +443,142 @@ async fn refuse(mut connection: Connection, reply: &Response, timeout: Duration)
     close_after_reply(&mut connection.reader, &mut connection.writer, timeout).await;
 }
 
-/// Waits for one request line within the connection's deadline. Returns `None` when the
-/// connection should end without an answer: shutdown, or no complete line in time. The
-/// deadline is [`Limits::read_timeout`], shortened to [`Limits::busy_grace`] (counted from
-/// the start of the wait) while the accept loop reports that every permit is taken.
+/// What waiting for one request line came to.
+enum LineOutcome {
+    /// A complete line is in the buffer. `large` is the large-request slot it took if it
+    /// outgrew [`Limits::small_request_bytes`]; hold it until the request is answered.
+    Line { large: Option<OwnedSemaphorePermit> },
+    /// The client closed the connection before sending anything more.
+    Eof,
+    /// The line is longer than it may be: [`Limits::max_request_bytes`], or the small
+    /// allowance for a peer that may not take a large-request slot.
+    TooLarge,
+    /// The line outgrew the small allowance and no large-request slot came free before the
+    /// deadline.
+    Busy,
+    /// The connection ends without an answer: shutdown, a read error, or no complete line in
+    /// time.
+    End,
+}
+
+/// Waits for one request line within the connection's deadline (see [`LineDeadline`]).
+///
+/// Every connection may buffer [`Limits::small_request_bytes`] of a line; a longer line
+/// (only when `may_grow`) first takes one of the [`Limits::large_requests`] slots, waiting
+/// for it within the same deadline, and may then grow to [`Limits::max_request_bytes`]. So
+/// the bytes buffered across all connections are bounded, not only those of each (see the
+/// module docs). A line that is refused is released here, before its slot.
 async fn read_request_line(
     reader: &mut BufReader<OwnedReadHalf>,
     line: &mut Vec<u8>,
     context: &Context,
-) -> Option<io::Result<LineRead>> {
+    may_grow: bool,
+) -> LineOutcome {
     let limits = &context.limits;
-    let started = tokio::time::Instant::now();
-    let mut deadline = started + limits.read_timeout;
-    let mut pressure = context.pressure.subscribe();
-    let (mut watching, mut shedding) = (true, false);
-    let read = read_line_bounded(reader, line, limits.max_request_bytes);
-    tokio::pin!(read);
-    loop {
-        if watching && *pressure.borrow_and_update() {
-            (watching, shedding) = (false, true);
-            deadline = deadline.min(started + limits.busy_grace);
+    let small = limits.small_request_bytes.min(limits.max_request_bytes);
+    let mut deadline = LineDeadline::start(context);
+    match deadline.run(read_line_bounded(reader, line, small)).await {
+        Waited::Done(Ok(LineRead::TooLarge)) if may_grow && small < limits.max_request_bytes => {}
+        read => return line_outcome(read, None),
+    }
+    let large = match deadline.run(context.large.clone().acquire_owned()).await {
+        Waited::Done(Ok(large)) => large,
+        Waited::Expired => {
+            debug!(
+                allowance = small,
+                "no large-request slot came free in time; answering busy"
+            );
+            *line = Vec::new();
+            return LineOutcome::Busy;
         }
-        tokio::select! {
-            _ = context.shutdown.cancelled() => return None,
-            result = &mut read => return Some(result),
-            _ = tokio::time::sleep_until(deadline) => {
-                if shedding {
-                    debug!("connection limit reached and no request yet; closing to make room");
-                } else {
-                    debug!("no complete request within the read timeout; closing");
-                }
-                return None;
+        // The semaphore is never closed.
+        Waited::Done(Err(_)) | Waited::Shutdown => return LineOutcome::End,
+    };
+    let read = deadline
+        .run(read_line_bounded(reader, line, limits.max_request_bytes))
+        .await;
+    if !matches!(read, Waited::Done(Ok(LineRead::Line))) {
+        *line = Vec::new();
+    }
+    line_outcome(read, Some(large))
+}
+
+fn line_outcome(
+    read: Waited<io::Result<LineRead>>,
+    large: Option<OwnedSemaphorePermit>,
+) -> LineOutcome {
+    match read {
+        Waited::Done(Ok(LineRead::Line)) => LineOutcome::Line { large },
+        Waited::Done(Ok(LineRead::Eof)) => LineOutcome::Eof,
+        Waited::Done(Ok(LineRead::TooLarge)) => LineOutcome::TooLarge,
+        Waited::Done(Err(e)) => {
+            debug!(cause = %e, "read failed; closing");
+            LineOutcome::End
+        }
+        Waited::Shutdown | Waited::Expired => LineOutcome::End,
+    }
+}
+
+/// What running one step of a line read under its [`LineDeadline`] came to.
+enum Waited<T> {
+    Done(T),
+    Shutdown,
+    Expired,
+}
+
+/// The deadline of one request line: [`Limits::read_timeout`] from the start of the wait,
+/// shortened to [`Limits::busy_grace`] (counted from the same start) while the accept loop
+/// reports that every connection slot is taken. One deadline covers every step of the line
+/// (reading, waiting for a large-request slot, reading on).
+struct LineDeadline<'a> {
+    context: &'a Context,
+    started: tokio::time::Instant,
+    at: tokio::time::Instant,
+    pressure: watch::Receiver<bool>,
+    /// Still watching the pressure: it has not shortened the deadline yet.
+    watching: bool,
+    /// The deadline was shortened by the pressure.
+    shedding: bool,
+}
+
+impl LineDeadline<'_> {
+    fn start(context: &Context) -> LineDeadline<'_> {
+        let started = tokio::time::Instant::now();
+        LineDeadline {
+            context,
+            started,
+            at: started + context.limits.read_timeout,
+            pressure: context.pressure.subscribe(),
+            watching: true,
+            shedding: false,
+        }
+    }
+
+    /// Runs `work` until it completes, shutdown begins, or the deadline passes.
+    async fn run<T>(&mut self, work: impl Future<Output = T>) -> Waited<T> {
+        tokio::pin!(work);
+        loop {
+            if self.watching && *self.pressure.borrow_and_update() {
+                (self.watching, self.shedding) = (false, true);
+                self.at = self.at.min(self.started + self.context.limits.busy_grace);
             }
-            // Looked at again at the top of the loop. The sender lives in `context`, so it
-            // cannot be gone; stop watching rather than spin if it were.
-            changed = pressure.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
+            tokio::select! {
+                _ = self.context.shutdown.cancelled() => return Waited::Shutdown,
+                result = &mut work => return Waited::Done(result),
+                _ = tokio::time::sleep_until(self.at) => {
+                    if self.shedding {
+                        debug!("connection limit reached and no request yet; closing to make room");
+                    } else {
+                        debug!("no complete request within the read timeout; closing");
+                    }
+                    return Waited::Expired;
+                }
+                // Looked at again at the top of the loop. The sender lives in `context`, so
+                // it cannot be gone; stop watching rather than spin if it were.
+                changed = self.pressure.changed(), if self.watching => {
+                    if changed.is_err() {
+                        self.watching = false;
+                    }
                 }
             }
         }
@@ -504,6 +656,17 @@ fn too_large(max_request_bytes: usize) -> Response {
     )
 }
 
+/// Returns the reply to a request line that outgrew `small_request_bytes` while every
+/// large-request slot stayed taken until its deadline.
+fn no_room_for_long_lines(small_request_bytes: usize) -> Response {
+    error_reply(
+        ErrorKind::Busy,
+        format!(
+            "other long requests are being read; retry later, or send a line of at most {small_request_bytes} bytes"
+        ),
+    )
+}
+
 /// Returns the reply to a request that waits for updates while `max_waiting` others do.
 fn too_many_waiting(max_waiting: usize) -> Response {
     error_reply(
@@ -572,24 +735,9 @@ mod tests {
     use crate::client::Client;
     use crate::daemon::control::DEFAULT_MAX_CONNECTIONS;
     use crate::daemon::control::bind;
-    use crate::protocol::{MAX_REQUEST_BYTES, PROTOCOL_VERSION, SyncTarget};
+    use crate::protocol::{MAX_REQUEST_BYTES, PROTOCOL_VERSION, SMALL_REQUEST_BYTES, SyncTarget};
 
     const T: Duration = Duration::from_secs(10);
-
-    /// Spawns [`serve`] on a listener made by [`bind`], for tests.
-    fn spawn_serve(
-        listener: std::os::unix::net::UnixListener,
-        limits: Limits,
-        requests: mpsc::Sender<Incoming>,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        listener
-            .set_nonblocking(true)
-            .expect("a fresh listener can be made non-blocking");
-        let listener =
-            tokio::net::UnixListener::from_std(listener).expect("inside a tokio runtime");
-        tokio::spawn(serve(listener, limits, requests, shutdown))
-    }
 
     /// A fake daemon that answers every request with `Pong`.
     fn fake_daemon() -> mpsc::Sender<Incoming> {
@@ -674,16 +822,42 @@ mod tests {
     }
 
     fn start(limits: Limits, requests: mpsc::Sender<Incoming>) -> Server {
+        start_with(Arc::new(Context::new(
+            limits,
+            requests,
+            CancellationToken::new(),
+        )))
+    }
+
+    /// Starts serving with `context`, which the test keeps to look at its slots.
+    fn start_with(context: Arc<Context>) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("control.sock");
         let listener = bind(&path, None).expect("bind");
-        let shutdown = CancellationToken::new();
-        let task = spawn_serve(listener, limits, requests, shutdown.clone());
+        listener
+            .set_nonblocking(true)
+            .expect("a fresh listener can be made non-blocking");
+        let listener =
+            tokio::net::UnixListener::from_std(listener).expect("inside a tokio runtime");
+        let shutdown = context.shutdown.clone();
+        let task = tokio::spawn(serve_with(listener, context));
         Server {
             _dir: dir,
             path,
             shutdown,
             task,
+        }
+    }
+
+    /// Waits until every large-request slot of `context` is taken.
+    async fn until_large_slots_taken(context: &Context) {
+        let deadline = tokio::time::Instant::now() + T;
+        while context.large.available_permits() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no large-request slot was taken"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -879,6 +1053,81 @@ mod tests {
         assert!(matches!(pong, Ok(Response::Pong { .. })), "{pong:?}");
         let second = second.await.expect("the second client runs");
         assert!(matches!(second, Ok(Response::Synced { .. })), "{second:?}");
+    }
+
+    /// Returns a request line longer than the small allowance: a ping after `SMALL` spaces.
+    fn long_ping() -> Vec<u8> {
+        let mut line = vec![b' '; SMALL_REQUEST_BYTES];
+        line.extend_from_slice(b"{\"v\":1,\"op\":\"ping\"}\n");
+        line
+    }
+
+    /// One line longer than the small allowance takes the large-request slot; another waits
+    /// for it, and short requests are answered meanwhile.
+    #[tokio::test]
+    async fn long_lines_take_turns_and_short_ones_do_not_wait() {
+        let context = Arc::new(Context::new(
+            Limits::default(),
+            fake_daemon(),
+            CancellationToken::new(),
+        ));
+        let server = start_with(context.clone());
+        let line = long_ping();
+        let (head, tail) = line.split_at(SMALL_REQUEST_BYTES + 1);
+        let mut first = UnixStream::connect(&server.path).await.expect("connect");
+        first.write_all(head).await.expect("write");
+        until_large_slots_taken(&context).await;
+
+        let mut second = UnixStream::connect(&server.path).await.expect("connect");
+        let send_second = tokio::spawn(async move {
+            second.write_all(&long_ping()).await.expect("write");
+            second
+        });
+        let mut client = Client::connect(&server.path, T).await.expect("connect");
+        let response = client.request(&Request::Ping, T).await.expect("answer");
+        assert!(matches!(response, Response::Pong { .. }), "{response:?}");
+        let mut second = send_second.await.expect("the second client runs");
+        // The first still holds the only slot: the second cannot have been answered.
+        let mut byte = [0u8; 1];
+        let early = second.try_read(&mut byte);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "the second long line was answered first: {early:?}"
+        );
+
+        let reply = raw_line(&mut first, tail).await;
+        assert!(matches!(reply, Response::Pong { .. }), "{reply:?}");
+        let reply = raw_line(&mut second, b"").await;
+        assert!(matches!(reply, Response::Pong { .. }), "{reply:?}");
+        assert_eq!(context.large.available_permits(), 1);
+    }
+
+    /// A long line that cannot have a large-request slot before its deadline is told `busy`.
+    #[tokio::test]
+    async fn a_long_line_without_a_slot_in_time_gets_busy() {
+        // A daemon that takes requests and never answers: the first long request keeps the
+        // slot until its answer.
+        let (requests, _never_read) = mpsc::channel::<Incoming>(16);
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let context = Arc::new(Context::new(limits, requests, CancellationToken::new()));
+        let server = start_with(context.clone());
+        let mut first = UnixStream::connect(&server.path).await.expect("connect");
+        first.write_all(&long_ping()).await.expect("write");
+        until_large_slots_taken(&context).await;
+
+        let stream = UnixStream::connect(&server.path).await.expect("connect");
+        let (mut reader, mut writer) = stream.into_split();
+        let _ = writer.write_all(&long_ping()).await;
+        let mut text = String::new();
+        tokio::time::timeout(T, reader.read_to_string(&mut text))
+            .await
+            .expect("answer and close in time")
+            .expect("read");
+        let reply: Response = serde_json::from_str(text.trim_end()).expect("one response line");
+        assert_eq!(kind(&reply), Some(ErrorKind::Busy), "{reply:?}");
     }
 
     #[tokio::test]
