@@ -159,6 +159,7 @@ impl Harness {
                 new: "1".repeat(40),
                 name: "refs/heads/main".into(),
             }],
+            all_refs: false,
         };
         match self.ask(Request::Notify(notification)).await {
             Response::Notified { mirrors } => mirrors,
@@ -354,6 +355,7 @@ async fn compaction_never_erases_an_acknowledged_entry() {
                 new: "1".repeat(40),
                 name: "refs/heads/main".into(),
             }],
+            all_refs: false,
         };
         crate::client::call(&socket, &Request::Notify(notification), CALL_TIMEOUT).await
     });
@@ -446,6 +448,7 @@ async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
             new: "1".repeat(40),
             name: "refs/heads/main".into(),
         }],
+        all_refs: false,
     };
     let (reply, answer) = oneshot::channel();
     daemon.notify(notification, reply);
@@ -466,4 +469,46 @@ async fn the_queue_is_not_compacted_while_an_append_is_unmarked() {
         .expect("append");
     let (_queue, pending) = Queue::open(&dir.path().join("state")).expect("open the queue");
     assert!(pending.contains_key("b"), "{pending:?}");
+}
+
+/// A notification of all refs (what the hook sends for a push too large for one request)
+/// marks every enabled mirror of its repository, whatever their filters and the sample.
+#[tokio::test]
+async fn a_notification_of_all_refs_marks_every_mirror_of_its_repository() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_config(
+        dir.path(),
+        &[("all", "r.git"), ("other", "o.git"), ("main-only", "r.git")],
+        1,
+    );
+    // Into the last `[[mirror]]` table: main-only.
+    let path = dir.path().join("pushmirror.toml");
+    let mut text = std::fs::read_to_string(&path).expect("read the configuration");
+    text.push_str("mirror_branch_regex = \"^main$\"\n");
+    std::fs::write(&path, text).expect("write the configuration");
+    let config = Config::load(&path).expect("valid config");
+    let (started, _) = mpsc::unbounded_channel();
+    let (mut daemon, _, _events) =
+        super::Daemon::open(config, Arc::new(Scripted { started })).expect("open");
+    let config = daemon.config.clone();
+    daemon.install_mirrors(&config);
+    let mut notification = Notification {
+        repo: dir.path().join("r.git"),
+        refs: vec![RefChange {
+            old: "0".repeat(40),
+            new: "1".repeat(40),
+            name: "refs/heads/feature/1".into(),
+        }],
+        all_refs: false,
+    };
+    let names = |daemon: &super::Daemon, notification: &Notification| -> Vec<String> {
+        daemon
+            .matching_mirrors(notification)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(names(&daemon, &notification), ["all"]);
+    notification.all_refs = true;
+    assert_eq!(names(&daemon, &notification), ["all", "main-only"]);
 }

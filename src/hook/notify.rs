@@ -2,13 +2,18 @@
 //! `Request::Notify` for the daemon, or into a spool file when the daemon cannot take it.
 //!
 //! Invariant: it exits 0 whatever happens, within a bounded time, and explains problems on
-//! stderr in one line each, two at most ([`Report`]): one that sums up the input lines it
+//! stderr in one line each, two at most (`Report`): one that sums up the input lines it
 //! skipped, however many, and one saying what became of the notification when the daemon did
 //! not take it. git ignores post-receive's status and forwards its output to the pusher
 //! (git/git `Documentation/githooks.adoc`), so a failure here must never look like a failed
 //! push, a slow daemon must never hold one up, and garbage on stdin must not become a
 //! screenful per line: the daemon gets about a second ([`NOTIFY_BUDGET`]) for connecting and
 //! answering together, after which the notification goes to the spool (SPEC.md section 7).
+//!
+//! Its request is always one the daemon reads at once: at most [`SMALL_REQUEST_BYTES`],
+//! however many refs the push changed (see `notification_within`). A push of 100,000 refs
+//! would otherwise make a request larger than the daemon accepts, which would go to the
+//! spool and wait there for the next push.
 //!
 //! It must keep working when the configuration is broken (an operator mid-edit must not lose
 //! pushes), so it does not use `Config::load`: it reads only `[daemon] state_dir` and
@@ -24,7 +29,9 @@ use std::time::Duration;
 
 use crate::client::{self, ClientError};
 use crate::config;
-use crate::protocol::{Notification, RefChange, Request, Response};
+use crate::protocol::{
+    Notification, RefChange, Request, Response, SMALL_REQUEST_BYTES, encode_request,
+};
 use crate::store::spool;
 
 /// How long the daemon has to accept and answer a notification before the hook spools it.
@@ -80,7 +87,7 @@ pub fn main(config_path: &Path) -> u8 {
 /// Runs the hook: parses `input` (the hook's stdin), finds the repository from `git_dir`
 /// (`$GIT_DIR`, relative to `cwd`) or `cwd`, and notifies the daemon configured in
 /// `config_path` or spools the notification. Writes at most two lines to `err` (see
-/// [`Report`]). Returns the exit code, always 0.
+/// `Report`). Returns the exit code, always 0.
 pub async fn run(
     config_path: &Path,
     input: &[u8],
@@ -168,7 +175,7 @@ async fn notify(
             return report;
         }
     };
-    let notification = Notification { repo, refs };
+    let notification = notification_within(repo, refs, SMALL_REQUEST_BYTES);
     let request = Request::Notify(notification.clone());
     let reason = match client::call(&paths.socket, &request, budget).await {
         Ok(Response::Notified { .. }) => return report,
@@ -275,6 +282,59 @@ fn daemon_table_text(text: &str) -> Option<String> {
         table.push('\n');
     }
     Some(table)
+}
+
+/// Returns the notification of `refs` in `repo`, at most `limit` bytes on the wire
+/// ([`SMALL_REQUEST_BYTES`]: the daemon reads it at once, whatever the size of the push).
+///
+/// When the refs do not all fit, it is a notification of all refs
+/// ([`Notification::all_refs`]: the daemon marks every enabled mirror of the repository)
+/// with those that fit as a sample, a tag first if the push has one: a daemon older than
+/// `all_refs` matches only the sample, and a tag matches every mirror there too.
+fn notification_within(repo: PathBuf, mut refs: Vec<RefChange>, limit: usize) -> Notification {
+    // One ref costs its JSON, and a comma after the first.
+    let mut sizes: Vec<usize> = refs
+        .iter()
+        .map(|change| {
+            serde_json::to_vec(change)
+                .expect("ref changes always serialize")
+                .len()
+        })
+        .collect();
+    let mut notification = Notification {
+        repo,
+        refs: Vec::new(),
+        all_refs: false,
+    };
+    let whole =
+        request_bytes(&notification) + sizes.iter().sum::<usize>() + sizes.len().saturating_sub(1);
+    if whole <= limit {
+        notification.refs = refs;
+        return notification;
+    }
+    notification.all_refs = true;
+    if let Some(tag) = refs.iter().position(|r| r.name.starts_with("refs/tags/")) {
+        refs[..=tag].rotate_right(1);
+        sizes[..=tag].rotate_right(1);
+    }
+    let mut bytes = request_bytes(&notification);
+    let mut fitting = 0;
+    for size in sizes {
+        let more = size + usize::from(fitting > 0);
+        if bytes + more > limit {
+            break;
+        }
+        bytes += more;
+        fitting += 1;
+    }
+    refs.truncate(fitting);
+    notification.refs = refs;
+    notification
+}
+
+/// Returns the length of the request line of `notification`, without its newline.
+fn request_bytes(notification: &Notification) -> usize {
+    encode_request(&Request::Notify(notification.clone())).len() - 1
 }
 
 /// Splits post-receive input into ref changes and the lines skipped as malformed.
@@ -556,6 +616,66 @@ mod tests {
         );
         assert!(lines[1].contains("the push was queued in"), "{}", lines[1]);
         assert_eq!(setup.spooled().len(), 1);
+    }
+
+    fn change(name: &str) -> RefChange {
+        RefChange {
+            old: ZERO.into(),
+            new: A.into(),
+            name: name.into(),
+        }
+    }
+
+    fn line_bytes(notification: &Notification) -> usize {
+        encode_request(&Request::Notify(notification.clone())).len() - 1
+    }
+
+    #[test]
+    fn a_notification_that_fits_is_sent_whole() {
+        let refs = vec![change("refs/heads/main"), change("refs/tags/v1")];
+        let whole = Notification {
+            repo: "/srv/app.git".into(),
+            refs: refs.clone(),
+            all_refs: false,
+        };
+        let exact = line_bytes(&whole);
+        assert_eq!(
+            notification_within("/srv/app.git".into(), refs.clone(), exact),
+            whole
+        );
+        // One byte less and it no longer fits: all refs, with what fits as the sample.
+        let cut = notification_within("/srv/app.git".into(), refs, exact - 1);
+        assert!(cut.all_refs, "{cut:?}");
+        assert!(line_bytes(&cut) < exact);
+    }
+
+    /// A push of 100,000 refs (13 MB of hook input) becomes one request the daemon reads at
+    /// once: all refs, a sample of them, the push's first tag first.
+    #[test]
+    fn a_huge_push_becomes_a_notification_of_all_refs_within_the_small_limit() {
+        let mut refs: Vec<RefChange> = (0..100_000)
+            .map(|i| change(&format!("refs/heads/feature/{i:06}")))
+            .collect();
+        refs[70_000] = change("refs/tags/v7");
+        let notification =
+            notification_within("/srv/app.git".into(), refs.clone(), SMALL_REQUEST_BYTES);
+        assert!(notification.all_refs);
+        let bytes = line_bytes(&notification);
+        assert!(bytes <= SMALL_REQUEST_BYTES, "{bytes}");
+        let names: Vec<&str> = notification.refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "refs/tags/v7",
+                "refs/heads/feature/000000",
+                "refs/heads/feature/000001"
+            ]
+        );
+        // As many as fit: one more would not.
+        let mut more = notification.clone();
+        more.refs.push(refs[names.len()].clone());
+        assert!(line_bytes(&more) > SMALL_REQUEST_BYTES);
+        assert!(names.len() > 300, "{}", names.len());
     }
 
     #[test]

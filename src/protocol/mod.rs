@@ -57,7 +57,15 @@ pub enum Request {
 pub struct Notification {
     /// The repository (absolute), as the hook found it.
     pub repo: PathBuf,
+    /// The changed refs; only a sample of them when `all_refs` is set.
     pub refs: Vec<RefChange>,
+    /// The push changed more refs than fit in a request that the daemon reads at once
+    /// ([`SMALL_REQUEST_BYTES`]): `refs` is a sample, and the notification concerns every
+    /// enabled mirror of the repository, whatever its branch filter (a superset is
+    /// harmless: an update with nothing to do pushes nothing). Absent when false; a daemon
+    /// older than this field ignores it and matches the sample.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_refs: bool,
 }
 
 /// One `<old> <new> <ref>` line of post-receive input.
@@ -227,6 +235,12 @@ mod tests {
                     new: "a".repeat(40),
                     name: "refs/heads/main".into(),
                 }],
+                all_refs: false,
+            }),
+            Request::Notify(Notification {
+                repo: "/srv/git/big.git".into(),
+                refs: Vec::new(),
+                all_refs: true,
             }),
             Request::Sync {
                 target: SyncTarget::Mirrors(vec!["a".into()]),
