@@ -99,7 +99,7 @@ impl Daemon {
     }
 
     /// Returns the enabled mirrors of the notified repository whose filter admits one of the
-    /// changed refs (tags always do).
+    /// changed refs (tags always do); all of them when the notification is for all refs.
     pub(super) fn matching_mirrors(&self, notification: &Notification) -> Vec<MirrorName> {
         let repo = canonical(&notification.repo);
         let Some(names) = self.by_repo.get(&repo) else {
@@ -111,9 +111,10 @@ impl Daemon {
             .filter(|name| {
                 self.mirrors.get(*name).is_some_and(|t| {
                     t.mirror.enabled
-                        && notification.refs.iter().any(|r| {
-                            is_mirrored(&r.name, &t.mirror.branches, default_branch.as_deref())
-                        })
+                        && (notification.all_refs
+                            || notification.refs.iter().any(|r| {
+                                is_mirrored(&r.name, &t.mirror.branches, default_branch.as_deref())
+                            }))
                 })
             })
             .cloned()

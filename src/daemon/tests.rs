@@ -279,6 +279,7 @@ fn push_to_main(repo: PathBuf) -> Notification {
             new: "1".repeat(40),
             name: "refs/heads/main".into(),
         }],
+        all_refs: false,
     }
 }
 
@@ -610,4 +611,46 @@ async fn a_waiter_of_a_transient_end_without_retries_hears_failed() {
     h.advance(WINDOW * 3).await;
     h.assert_no_start().await;
     h.stop().await;
+}
+
+/// A notification of all refs (what the hook sends for a push too large for one request)
+/// marks every enabled mirror of its repository, whatever their filters and the sample.
+#[tokio::test]
+async fn a_notification_of_all_refs_marks_every_mirror_of_its_repository() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_config(
+        dir.path(),
+        &[
+            ("all", "r.git", ""),
+            ("other", "o.git", ""),
+            ("main-only", "r.git", "mirror_branch_regex = \"^main$\""),
+        ],
+        1,
+    );
+    let path = dir.path().join("pushmirror.toml");
+    let config = Config::load(&path).expect("valid config");
+    let (started, _) = mpsc::unbounded_channel();
+    let (mut daemon, _, _events) =
+        super::Daemon::open(config, Arc::new(Scripted { started })).expect("open");
+    let config = daemon.config.clone();
+    daemon.install_mirrors(&config);
+    let mut notification = Notification {
+        repo: dir.path().join("r.git"),
+        refs: vec![RefChange {
+            old: "0".repeat(40),
+            new: "1".repeat(40),
+            name: "refs/heads/feature/1".into(),
+        }],
+        all_refs: false,
+    };
+    let names = |daemon: &super::Daemon, notification: &Notification| -> Vec<String> {
+        daemon
+            .matching_mirrors(notification)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(names(&daemon, &notification), ["all"]);
+    notification.all_refs = true;
+    assert_eq!(names(&daemon, &notification), ["all", "main-only"]);
 }

@@ -2,11 +2,18 @@
 //! `Request::Notify` for the daemon, or into a spool file when the daemon cannot take it.
 //!
 //! Invariant: it exits 0 whatever happens, within a bounded time, and explains problems on
-//! stderr in one line. git ignores post-receive's status and forwards its output to the
-//! pusher (git/git `Documentation/githooks.adoc`), so a failure here must never look like a
-//! failed push, and a slow daemon must never hold one up: the daemon gets about a second
-//! ([`NOTIFY_BUDGET`]) for connecting and answering together, after which the notification
-//! goes to the spool (SPEC.md section 7).
+//! stderr in one line each, two at most (`Report`): one that sums up the input lines it
+//! skipped, however many, and one saying what became of the notification when the daemon did
+//! not take it. git ignores post-receive's status and forwards its output to the pusher
+//! (git/git `Documentation/githooks.adoc`), so a failure here must never look like a failed
+//! push, a slow daemon must never hold one up, and garbage on stdin must not become a
+//! screenful per line: the daemon gets about a second ([`NOTIFY_BUDGET`]) for connecting and
+//! answering together, after which the notification goes to the spool (SPEC.md section 7).
+//!
+//! Its request is always one the daemon reads at once: at most [`SMALL_REQUEST_BYTES`],
+//! however many refs the push changed (see `notification_within`). A push of 100,000 refs
+//! would otherwise make a request larger than the daemon accepts, which would go to the
+//! spool and wait there for the next push.
 //!
 //! It must keep working when the configuration is broken (an operator mid-edit must not lose
 //! pushes), so it does not use `Config::load`: it reads only `[daemon] state_dir` and
@@ -22,7 +29,9 @@ use std::time::Duration;
 
 use crate::client::{self, ClientError};
 use crate::config;
-use crate::protocol::{Notification, RefChange, Request, Response};
+use crate::protocol::{
+    Notification, RefChange, Request, Response, SMALL_REQUEST_BYTES, encode_request,
+};
 use crate::store::spool;
 
 /// How long the daemon has to accept and answer a notification before the hook spools it.
@@ -30,6 +39,9 @@ pub const NOTIFY_BUDGET: Duration = Duration::from_secs(1);
 
 /// Longest part of a malformed input line quoted back to the pusher.
 const QUOTE_CHARS: usize = 200;
+
+/// How many malformed input lines the summary names by number; the rest are only counted.
+const LISTED_LINES: usize = 5;
 
 /// Runs `pushmirror notify` for the binary: reads stdin, `$GIT_DIR` and the current
 /// directory, runs [`run`] on a small runtime and writes to stderr. Returns the exit code,
@@ -74,8 +86,8 @@ pub fn main(config_path: &Path) -> u8 {
 
 /// Runs the hook: parses `input` (the hook's stdin), finds the repository from `git_dir`
 /// (`$GIT_DIR`, relative to `cwd`) or `cwd`, and notifies the daemon configured in
-/// `config_path` or spools the notification. Writes at most a few lines to `err`. Returns
-/// the exit code, always 0.
+/// `config_path` or spools the notification. Writes at most two lines to `err` (see
+/// `Report`). Returns the exit code, always 0.
 pub async fn run(
     config_path: &Path,
     input: &[u8],
@@ -102,47 +114,71 @@ async fn run_with_budget(
         cwd,
         budget,
     ));
-    let lines = match work.await {
-        Ok(lines) => lines,
-        Err(e) => vec![format!(
-            "pushmirror: internal error while notifying the mirror daemon ({e}); run 'pushmirror sync --repo {}' to mirror this push",
-            repo.display()
-        )],
+    let report = match work.await {
+        Ok(report) => report,
+        Err(e) => Report {
+            skipped: None,
+            outcome: Some(format!(
+                "pushmirror: internal error while notifying the mirror daemon ({e}); run 'pushmirror sync --repo {}' to mirror this push",
+                repo.display()
+            )),
+        },
     };
     // A failed write to stderr cannot be reported anywhere better.
-    for line in lines {
+    for line in report.lines() {
         let _ = writeln!(err, "{line}");
     }
     0
 }
 
-/// The hook's work; returns the lines to print.
+/// What the hook tells the pusher: at most one line per kind of problem, so at most two
+/// lines whatever the input.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Report {
+    /// The summary of the input lines skipped as malformed (see [`Skipped::summary`]).
+    skipped: Option<String>,
+    /// What became of the notification when the daemon did not take it: spooled, or what
+    /// to run instead.
+    outcome: Option<String>,
+}
+
+impl Report {
+    fn lines(&self) -> impl Iterator<Item = &str> {
+        self.skipped.iter().chain(&self.outcome).map(String::as_str)
+    }
+}
+
+/// The hook's work; returns what to tell the pusher.
 async fn notify(
     config_path: PathBuf,
     input: Vec<u8>,
     repo: PathBuf,
     cwd: PathBuf,
     budget: Duration,
-) -> Vec<String> {
-    let (refs, mut lines) = parse_input(&input);
+) -> Report {
+    let (refs, skipped) = parse_input(&input);
+    let mut report = Report {
+        skipped: skipped.summary(),
+        outcome: None,
+    };
     if refs.is_empty() {
-        return lines;
+        return report;
     }
     let config_path = cwd.join(config_path);
     let paths = match daemon_paths(&config_path) {
         Ok(paths) => paths,
         Err(reason) => {
-            lines.push(format!(
+            report.outcome = Some(format!(
                 "pushmirror: cannot find the mirror daemon: {reason}; run 'pushmirror sync --repo {}' once the configuration is fixed",
                 repo.display()
             ));
-            return lines;
+            return report;
         }
     };
-    let notification = Notification { repo, refs };
+    let notification = notification_within(repo, refs, SMALL_REQUEST_BYTES);
     let request = Request::Notify(notification.clone());
     let reason = match client::call(&paths.socket, &request, budget).await {
-        Ok(Response::Notified { .. }) => return lines,
+        Ok(Response::Notified { .. }) => return report,
         Ok(Response::Error { kind, message }) => format!("{}: {message}", kind_name(kind)),
         Ok(other) => format!("unexpected answer {other:?}"),
         Err(e) => client_reason(&e),
@@ -151,7 +187,7 @@ async fn notify(
     let repo = notification.repo.clone();
     let spooled =
         tokio::task::spawn_blocking(move || spool::write(&state_dir, &notification)).await;
-    lines.push(match spooled {
+    report.outcome = Some(match spooled {
         Ok(Ok(file)) => format!(
             "pushmirror: the mirror daemon did not answer ({reason}); the push was queued in {} and will be mirrored when it runs",
             file.display()
@@ -159,7 +195,7 @@ async fn notify(
         Ok(Err(e)) => not_queued(&reason, &crate::error::chain(&e), &repo),
         Err(e) => not_queued(&reason, &format!("internal error: {e}"), &repo),
     });
-    lines
+    report
 }
 
 fn not_queued(reason: &str, spool_reason: &str, repo: &Path) -> String {
@@ -248,24 +284,124 @@ fn daemon_table_text(text: &str) -> Option<String> {
     Some(table)
 }
 
-/// Splits post-receive input into ref changes and messages about the lines skipped.
-fn parse_input(input: &[u8]) -> (Vec<RefChange>, Vec<String>) {
+/// Returns the notification of `refs` in `repo`, at most `limit` bytes on the wire
+/// ([`SMALL_REQUEST_BYTES`]: the daemon reads it at once, whatever the size of the push).
+///
+/// When the refs do not all fit, it is a notification of all refs
+/// ([`Notification::all_refs`]: the daemon marks every enabled mirror of the repository)
+/// with those that fit as a sample, a tag first if the push has one: a daemon older than
+/// `all_refs` matches only the sample, and a tag matches every mirror there too.
+fn notification_within(repo: PathBuf, mut refs: Vec<RefChange>, limit: usize) -> Notification {
+    // One ref costs its JSON, and a comma after the first.
+    let mut sizes: Vec<usize> = refs
+        .iter()
+        .map(|change| {
+            serde_json::to_vec(change)
+                .expect("ref changes always serialize")
+                .len()
+        })
+        .collect();
+    let mut notification = Notification {
+        repo,
+        refs: Vec::new(),
+        all_refs: false,
+    };
+    let whole =
+        request_bytes(&notification) + sizes.iter().sum::<usize>() + sizes.len().saturating_sub(1);
+    if whole <= limit {
+        notification.refs = refs;
+        return notification;
+    }
+    notification.all_refs = true;
+    if let Some(tag) = refs.iter().position(|r| r.name.starts_with("refs/tags/")) {
+        refs[..=tag].rotate_right(1);
+        sizes[..=tag].rotate_right(1);
+    }
+    let mut bytes = request_bytes(&notification);
+    let mut fitting = 0;
+    for size in sizes {
+        let more = size + usize::from(fitting > 0);
+        if bytes + more > limit {
+            break;
+        }
+        bytes += more;
+        fitting += 1;
+    }
+    refs.truncate(fitting);
+    notification.refs = refs;
+    notification
+}
+
+/// Returns the length of the request line of `notification`, without its newline.
+fn request_bytes(notification: &Notification) -> usize {
+    encode_request(&Request::Notify(notification.clone())).len() - 1
+}
+
+/// Splits post-receive input into ref changes and the lines skipped as malformed.
+fn parse_input(input: &[u8]) -> (Vec<RefChange>, Skipped) {
     let mut refs = Vec::new();
-    let mut messages = Vec::new();
+    let mut skipped = Skipped::default();
     for (index, raw) in input.split(|&b| b == b'\n').enumerate() {
         if raw.is_empty() {
             continue;
         }
         match std::str::from_utf8(raw).ok().and_then(parse_line) {
             Some(change) => refs.push(change),
-            None => messages.push(format!(
-                "pushmirror: skipping malformed hook input line {}: {:?}",
-                index + 1,
-                quote(raw)
-            )),
+            None => skipped.add(index + 1, raw),
         }
     }
-    (refs, messages)
+    (refs, skipped)
+}
+
+/// The malformed lines of the hook's input: how many, and the first few (line number and
+/// quoted text), so that the pusher gets one line about them however many there are, and
+/// garbage input costs no memory per line.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: usize,
+    /// The first [`LISTED_LINES`] of them.
+    first: Vec<(usize, String)>,
+}
+
+impl Skipped {
+    fn add(&mut self, line_number: usize, raw: &[u8]) {
+        self.count += 1;
+        if self.first.len() < LISTED_LINES {
+            self.first.push((line_number, quote(raw)));
+        }
+    }
+
+    /// Returns the one line that tells the pusher about the skipped lines, if any: the line
+    /// itself when there is one, else their number, the first line numbers and the first
+    /// line's text.
+    fn summary(&self) -> Option<String> {
+        let (first_number, first_text) = self.first.first()?;
+        if self.count == 1 {
+            return Some(describe_line(*first_number, first_text));
+        }
+        let mut numbers: Vec<String> = self.first.iter().map(|(n, _)| n.to_string()).collect();
+        if self.count > self.first.len() {
+            numbers.push("...".into());
+        }
+        Some(format!(
+            "pushmirror: skipping {} malformed hook input lines ({}); line {first_number}: {first_text:?}",
+            self.count,
+            numbers.join(", ")
+        ))
+    }
+
+    /// Returns one message per listed line, as the hook once printed them.
+    #[cfg(test)]
+    fn messages(&self) -> Vec<String> {
+        self.first
+            .iter()
+            .map(|(number, text)| describe_line(*number, text))
+            .collect()
+    }
+}
+
+fn describe_line(number: usize, text: &str) -> String {
+    format!("pushmirror: skipping malformed hook input line {number}: {text:?}")
 }
 
 /// Parses `<old> <new> <ref>`: two object ids of the same length (40 hex digits for SHA-1,
@@ -410,7 +546,8 @@ mod tests {
              {sha256} {sha256} refs/heads/long\n\
              {A} {B} refs/heads/a b"
         );
-        let (refs, messages) = parse_input(text.as_bytes());
+        let (refs, skipped) = parse_input(text.as_bytes());
+        let messages = skipped.messages();
         let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -435,9 +572,113 @@ mod tests {
 
     #[test]
     fn long_lines_are_quoted_short() {
-        let (_, messages) = parse_input("x".repeat(1000).as_bytes());
+        let (_, skipped) = parse_input("x".repeat(1000).as_bytes());
+        let messages = skipped.messages();
         assert!(messages[0].ends_with("...\""), "{}", messages[0]);
         assert!(messages[0].len() < 300);
+    }
+
+    #[test]
+    fn malformed_lines_are_summed_up_in_one_line() {
+        let (_, skipped) = parse_input(format!("{ZERO} {A} refs/heads/main\ngarbage\n").as_bytes());
+        assert_eq!(
+            skipped.summary().as_deref(),
+            Some("pushmirror: skipping malformed hook input line 2: \"garbage\"")
+        );
+        let text = format!("junk\n{ZERO} {A} refs/heads/main\nmore junk\n");
+        let (_, skipped) = parse_input(text.as_bytes());
+        assert_eq!(
+            skipped.summary().as_deref(),
+            Some("pushmirror: skipping 2 malformed hook input lines (1, 3); line 1: \"junk\"")
+        );
+        let (_, skipped) = parse_input("junk\n".repeat(100_000).as_bytes());
+        assert_eq!(
+            skipped.summary().as_deref(),
+            Some(
+                "pushmirror: skipping 100000 malformed hook input lines (1, 2, 3, 4, 5, ...); line 1: \"junk\""
+            )
+        );
+        let (_, skipped) = parse_input(format!("{ZERO} {A} refs/heads/main\n").as_bytes());
+        assert_eq!(skipped.summary(), None);
+    }
+
+    /// Garbage however long, and a daemon that is not there: one line about the input, one
+    /// about the spool.
+    #[tokio::test]
+    async fn garbage_input_costs_the_pusher_two_lines_at_most() {
+        let setup = Setup::new("");
+        let mut garbage = "not a ref line\n".repeat(100_000);
+        garbage.push_str(&input());
+        let err = setup.run(&garbage, Duration::from_secs(1)).await;
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{}", &err[..err.len().min(2000)]);
+        assert!(
+            lines[0].starts_with("pushmirror: skipping 100000 malformed hook input lines (1, 2, 3, 4, 5, ...); line 1: "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("the push was queued in"), "{}", lines[1]);
+        assert_eq!(setup.spooled().len(), 1);
+    }
+
+    fn change(name: &str) -> RefChange {
+        RefChange {
+            old: ZERO.into(),
+            new: A.into(),
+            name: name.into(),
+        }
+    }
+
+    fn line_bytes(notification: &Notification) -> usize {
+        encode_request(&Request::Notify(notification.clone())).len() - 1
+    }
+
+    #[test]
+    fn a_notification_that_fits_is_sent_whole() {
+        let refs = vec![change("refs/heads/main"), change("refs/tags/v1")];
+        let whole = Notification {
+            repo: "/srv/app.git".into(),
+            refs: refs.clone(),
+            all_refs: false,
+        };
+        let exact = line_bytes(&whole);
+        assert_eq!(
+            notification_within("/srv/app.git".into(), refs.clone(), exact),
+            whole
+        );
+        // One byte less and it no longer fits: all refs, with what fits as the sample.
+        let cut = notification_within("/srv/app.git".into(), refs, exact - 1);
+        assert!(cut.all_refs, "{cut:?}");
+        assert!(line_bytes(&cut) < exact);
+    }
+
+    /// A push of 100,000 refs (13 MB of hook input) becomes one request the daemon reads at
+    /// once: all refs, a sample of them, the push's first tag first.
+    #[test]
+    fn a_huge_push_becomes_a_notification_of_all_refs_within_the_small_limit() {
+        let mut refs: Vec<RefChange> = (0..100_000)
+            .map(|i| change(&format!("refs/heads/feature/{i:06}")))
+            .collect();
+        refs[70_000] = change("refs/tags/v7");
+        let notification =
+            notification_within("/srv/app.git".into(), refs.clone(), SMALL_REQUEST_BYTES);
+        assert!(notification.all_refs);
+        let bytes = line_bytes(&notification);
+        assert!(bytes <= SMALL_REQUEST_BYTES, "{bytes}");
+        let names: Vec<&str> = notification.refs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names[..3],
+            [
+                "refs/tags/v7",
+                "refs/heads/feature/000000",
+                "refs/heads/feature/000001"
+            ]
+        );
+        // As many as fit: one more would not.
+        let mut more = notification.clone();
+        more.refs.push(refs[names.len()].clone());
+        assert!(line_bytes(&more) > SMALL_REQUEST_BYTES);
+        assert!(names.len() > 300, "{}", names.len());
     }
 
     #[test]

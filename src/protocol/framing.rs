@@ -12,6 +12,12 @@ use super::{ErrorKind, PROTOCOL_VERSION, Request, RequestLine, Response};
 /// The largest request line accepted (a push of tens of thousands of refs fits).
 pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 
+/// The request lines every connection may send without waiting for others: the daemon
+/// buffers a line this long for every connection at once, longer ones (up to
+/// [`MAX_REQUEST_BYTES`]) for only a few at a time. The hook keeps its notifications within
+/// it.
+pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
+
 /// Returns the request line for `request`, newline included.
 pub fn encode_request(request: &Request) -> String {
     let line = RequestLine {
@@ -76,8 +82,12 @@ pub enum LineRead {
     TooLarge,
 }
 
-/// Reads one `\n`-terminated line into `line` (which must be empty), never holding more than
-/// `max` bytes of it. Shared by the daemon's server and [`crate::client`].
+/// Reads one `\n`-terminated line into `line`, never holding more than `max` bytes of it.
+/// Shared by the daemon's server and [`crate::client`].
+///
+/// `line` is empty, or holds the start of this line from an earlier call that returned
+/// [`LineRead::TooLarge`] for a smaller `max`: the read then goes on where that one stopped
+/// (the server reads a line with a small limit first, then with a larger one).
 pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,

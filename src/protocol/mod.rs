@@ -19,7 +19,8 @@ mod framing;
 mod status;
 
 pub use framing::{
-    LineRead, MAX_REQUEST_BYTES, decode_request, encode_request, encode_response, read_line_bounded,
+    LineRead, MAX_REQUEST_BYTES, SMALL_REQUEST_BYTES, decode_request, encode_request,
+    encode_response, read_line_bounded,
 };
 
 /// The protocol version this build speaks.
@@ -56,7 +57,15 @@ pub enum Request {
 pub struct Notification {
     /// The repository (absolute), as the hook found it.
     pub repo: PathBuf,
+    /// The changed refs; only a sample of them when `all_refs` is set.
     pub refs: Vec<RefChange>,
+    /// The push changed more refs than fit in a request that the daemon reads at once
+    /// ([`SMALL_REQUEST_BYTES`]): `refs` is a sample, and the notification concerns every
+    /// enabled mirror of the repository, whatever its branch filter (a superset is
+    /// harmless: an update with nothing to do pushes nothing). Absent when false; a daemon
+    /// older than this field ignores it and matches the sample.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_refs: bool,
 }
 
 /// One `<old> <new> <ref>` line of post-receive input.
@@ -183,6 +192,9 @@ pub enum ErrorKind {
     /// The daemon could not make the request durable (e.g. a full disk).
     Unavailable,
     ShuttingDown,
+    /// Too many clients are doing the same at once (waiting for updates, or sending long
+    /// requests); nothing was done. Retry later; a hook spools.
+    Busy,
 }
 
 /// One mirror in `status`: the stable machine form of SPEC section 6, also printed by
@@ -223,6 +235,12 @@ mod tests {
                     new: "a".repeat(40),
                     name: "refs/heads/main".into(),
                 }],
+                all_refs: false,
+            }),
+            Request::Notify(Notification {
+                repo: "/srv/git/big.git".into(),
+                refs: Vec::new(),
+                all_refs: true,
             }),
             Request::Sync {
                 target: SyncTarget::Mirrors(vec!["a".into()]),

@@ -249,6 +249,7 @@ mod tests {
                 new: "a".repeat(40),
                 name: refname.into(),
             }],
+            all_refs: false,
         }
     }
 

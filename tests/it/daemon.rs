@@ -9,7 +9,7 @@ use pushmirror::protocol::{Notification, RefChange, Request, Response};
 use serde_json::Value;
 
 use crate::engine::{mirror_toml, status};
-use crate::support::{Background, TestEnv, ask, wait_until};
+use crate::support::{Background, TestEnv, ZERO_OID, ask, wait_until};
 
 /// Generous deadline for anything the daemon does "soon".
 const SOON: Duration = Duration::from_secs(30);
@@ -199,6 +199,7 @@ fn protected_only_mirror_ignores_unprotected_branches_and_one_push_updates_sever
                 new: main.clone(),
                 name: refname.into(),
             }],
+            all_refs: false,
         });
         match ask(&s.socket(), &request) {
             Ok(Response::Notified { mut mirrors }) => {
@@ -852,4 +853,54 @@ fn sigterm_as_soon_as_the_daemon_answers_is_a_graceful_stop() {
         assert!(status.success(), "{status}\n{}", daemon.log());
         assert!(!s.socket().exists(), "the socket is removed");
     }
+}
+
+/// A push of 100,000 refs makes a hook input far larger than the largest request (8 MiB):
+/// the daemon still takes the notification at once and mirrors the push, without waiting for
+/// another push to take in a spooled one.
+#[test]
+fn a_push_of_100000_refs_is_mirrored_at_once() {
+    const REFS: usize = 100_000;
+    let s = Served::new();
+    let remote = s.configure_one("mirror_branch_regex = \"^main$\"");
+    let daemon = s.start_daemon();
+    // What such a push leaves in the repository: packed refs, here written directly. The
+    // filter keeps the mirror's own push to main (pushing 100,000 refs is not this test's).
+    let commit = s.env.make_commit_on(&s.repo, None, "c1");
+    let features: Vec<String> = (1..REFS)
+        .map(|i| format!("refs/heads/feature/{i:06}"))
+        .collect();
+    let mut packed = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+    let mut input = String::new();
+    for name in features
+        .iter()
+        .map(String::as_str)
+        .chain(["refs/heads/main"])
+    {
+        packed.push_str(&format!("{commit} {name}\n"));
+        input.push_str(&format!("{ZERO_OID} {commit} {name}\n"));
+    }
+    fs::write(s.repo.join("packed-refs"), packed).expect("write packed-refs");
+    assert!(
+        input.len() > pushmirror::protocol::MAX_REQUEST_BYTES,
+        "{}",
+        input.len()
+    );
+
+    let mut hook = s.env.pushmirror_command(&["notify"]);
+    hook.current_dir(&s.repo).env("GIT_DIR", ".");
+    let out = s.env.run_with_stdin(&mut hook, input.as_bytes());
+    out.assert_success();
+    assert_eq!(
+        out.stderr,
+        "",
+        "{out}\n--- daemon log ---\n{}",
+        daemon.log()
+    );
+    let spooled = fs::read_dir(s.env.path("state/spool"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(spooled, 0, "the hook spooled its notification");
+    wait_mirrored(&s.env, &remote, "refs/heads/main", &commit, &daemon);
+    wait_status(&s.env, "m", "finished");
 }

@@ -349,3 +349,27 @@ fn a_path_that_is_not_a_repository_fails_after_the_others() {
     );
     assert!(repo.join("hooks/post-receive").exists(), "{out}");
 }
+
+#[test]
+fn garbage_input_is_summed_up_in_one_line() {
+    let env = TestEnv::new();
+    configure(&env, "");
+    let repo = env.bare_repo("app.git");
+    let mut input = "garbage that is no ref line\n".repeat(100_000);
+    input.push_str(&format!("{ZERO_OID} {A} refs/heads/main\n"));
+    let out = notify(&env, &repo, &input);
+    out.assert_success();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{}",
+        &out.stderr[..out.stderr.len().min(2000)]
+    );
+    assert_eq!(
+        lines[0],
+        "pushmirror: skipping 100000 malformed hook input lines (1, 2, 3, 4, 5, ...); line 1: \"garbage that is no ref line\""
+    );
+    assert!(lines[1].contains("the push was queued in"), "{out}");
+    assert_eq!(spooled(&env).len(), 1, "{out}");
+}

@@ -5,10 +5,13 @@
 //! and mini-redis's `server.rs` (a `Semaphore` permit taken *before* `accept` and moved into
 //! the connection's task, so the number of connections is bounded without ever accepting one
 //! that cannot be served). What neither has and this adds: every request line is bounded in
-//! size ([`Limits::max_request_bytes`], never buffered past it) and in time
+//! size ([`Limits::max_request_bytes`], never buffered past it, and only
+//! [`Limits::large_requests`] lines past [`Limits::small_request_bytes`] at once, so that
+//! the bytes buffered across all connections are bounded too) and in time
 //! ([`Limits::read_timeout`], so an idle or slow client cannot hold a permit forever; once
 //! every permit is taken, [`Limits::busy_grace`], so idle clients are shed quickly while
-//! others wait in the backlog), and the peer's credentials are checked on top of the
+//! others wait in the backlog); a client waiting hours for its updates gives its permit back
+//! meanwhile ([`Limits::max_waiting`]); and the peer's credentials are checked on top of the
 //! socket's mode 0660 (SPEC.md section 8).
 //!
 //! Framing is here, handling is not: this module only knows lines,
@@ -44,7 +47,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::protocol::{MAX_REQUEST_BYTES, Request, Response};
+use crate::protocol::{MAX_REQUEST_BYTES, Request, Response, SMALL_REQUEST_BYTES};
 
 pub use bind::{bind, group_id, remove_socket};
 pub use serve::serve;
@@ -59,6 +62,15 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may wait for its request line while the connection limit is
 /// reached, unless [`Limits`] says otherwise.
 pub const DEFAULT_BUSY_GRACE: Duration = Duration::from_millis(500);
+
+/// Request lines longer than [`Limits::small_request_bytes`] buffered at once unless
+/// [`Limits`] says otherwise.
+pub const DEFAULT_LARGE_REQUESTS: usize = 1;
+
+/// Connections waiting for updates at once (`sync` with `wait`) unless [`Limits`] says
+/// otherwise. With [`DEFAULT_MAX_CONNECTIONS`], 320 sockets: well within the usual limit of
+/// 1024 open files, leaving room for the daemon's files and git children.
+pub const DEFAULT_MAX_WAITING: usize = 256;
 
 /// The mode of the socket file: owner and socket group may connect (SPEC.md section 8).
 pub const SOCKET_MODE: u32 = 0o660;
@@ -125,8 +137,15 @@ fn pid_suffix(pid: Option<u32>) -> String {
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Connections served at once; further clients wait in the kernel's listen backlog until
-    /// a connection ends. Default [`DEFAULT_MAX_CONNECTIONS`].
+    /// a connection ends. A connection that only waits for updates does not count (see
+    /// `max_waiting`). Default [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// Connections waiting at once for the answer to a request that waits for updates
+    /// (`sync` with `wait`, which can take hours). While it waits, such a connection gives
+    /// its connection slot back and holds no buffer, so waiting clients never lock out those
+    /// that ask something now; one more waiting request is answered `busy` at once.
+    /// Default [`DEFAULT_MAX_WAITING`].
+    pub max_waiting: usize,
     /// Longest wait for one complete request line (idle connections are closed when it
     /// passes, so they cannot hold a permit forever) and for writing one reply.
     /// Default [`DEFAULT_READ_TIMEOUT`].
@@ -140,6 +159,16 @@ pub struct Limits {
     /// Longest request line; a longer one gets a `too_large` reply and the connection is
     /// closed. Default [`MAX_REQUEST_BYTES`].
     pub max_request_bytes: usize,
+    /// Bytes of a request line that every connection may buffer; every request of
+    /// pushmirror's own clients fits (the hook keeps its notifications within it). A longer
+    /// line needs a large-request slot (`large_requests`). Default [`SMALL_REQUEST_BYTES`].
+    pub small_request_bytes: usize,
+    /// Connections that may buffer a line longer than `small_request_bytes` (up to
+    /// `max_request_bytes`) at once, each until its request is answered; others wait for a
+    /// slot within their read deadline, then get a `busy` reply and are closed. This bounds
+    /// the bytes buffered across all connections, not only per connection.
+    /// Default [`DEFAULT_LARGE_REQUESTS`].
+    pub large_requests: usize,
     /// Peers whose primary or supplementary groups include this gid may use the socket,
     /// besides root and the daemon's own user: the gid of `socket_group` (see [`group_id`]),
     /// else the daemon's effective gid (the default).
@@ -152,9 +181,12 @@ impl Default for Limits {
         let egid = unsafe { libc::getegid() };
         Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_waiting: DEFAULT_MAX_WAITING,
             read_timeout: DEFAULT_READ_TIMEOUT,
             busy_grace: DEFAULT_BUSY_GRACE,
             max_request_bytes: MAX_REQUEST_BYTES,
+            small_request_bytes: SMALL_REQUEST_BYTES,
+            large_requests: DEFAULT_LARGE_REQUESTS,
             allowed_gid: Some(egid),
         }
     }

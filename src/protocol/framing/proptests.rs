@@ -58,8 +58,18 @@ fn target() -> impl Strategy<Value = SyncTarget> {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
-        (path(), prop::collection::vec(ref_change(), 0..5))
-            .prop_map(|(repo, refs)| Request::Notify(Notification { repo, refs })),
+        (
+            path(),
+            prop::collection::vec(ref_change(), 0..5),
+            any::<bool>()
+        )
+            .prop_map(|(repo, refs, all_refs)| {
+                Request::Notify(Notification {
+                    repo,
+                    refs,
+                    all_refs,
+                })
+            }),
         (target(), any::<bool>()).prop_map(|(target, wait)| Request::Sync { target, wait }),
         prop::option::of(text()).prop_map(|name| Request::Status { name }),
         Just(Request::Reload),
