@@ -9,7 +9,7 @@
 //! API boundary: fields may be added (readers ignore unknown fields); renaming or removing
 //! one needs a new version.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,7 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// The repository (absolute), as the hook found it.
+    #[serde(serialize_with = "lossy_path")]
     pub repo: PathBuf,
     /// The changed refs; only a sample of them when `all_refs` is set.
     pub refs: Vec<RefChange>,
@@ -82,8 +83,18 @@ pub struct RefChange {
 #[serde(rename_all = "snake_case")]
 pub enum SyncTarget {
     Mirrors(Vec<String>),
-    Repo(PathBuf),
+    Repo(#[serde(serialize_with = "lossy_path")] PathBuf),
     All,
+}
+
+/// Writes a path as the UTF-8 string JSON needs. A path that is not UTF-8 (`$GIT_DIR` may hold
+/// any bytes) goes lossily, with U+FFFD for what is not: it then names no configured
+/// repository, since those are UTF-8 TOML strings, which is the truth about it.
+fn lossy_path<S: serde::Serializer>(
+    path: impl AsRef<Path>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.as_ref().to_string_lossy())
 }
 
 /// The daemon's answer to one request.

@@ -11,6 +11,8 @@
 //! the shrunk input.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
@@ -338,5 +340,22 @@ proptest! {
             let again = at_once(read_line_bounded(&mut reader, &mut line, max)).expect("no I/O error");
             prop_assert_eq!(again, LineRead::Eof);
         }
+    }
+
+    /// A repository path comes from `$GIT_DIR` or the command line, where any bytes but NUL
+    /// may be: encoding it must not panic (the hook would neither notify nor spool).
+    #[test]
+    fn any_repository_path_encodes_without_a_panic(
+        bytes in prop::collection::vec(1..=255u8, 0..24),
+        sync in any::<bool>(),
+    ) {
+        let repo = PathBuf::from(OsString::from_vec(bytes));
+        let request = if sync {
+            Request::Sync { target: SyncTarget::Repo(repo), wait: false }
+        } else {
+            Request::Notify(Notification { repo, refs: Vec::new(), all_refs: false })
+        };
+        let line = encode_request(&request);
+        prop_assert_eq!(line.matches('\n').count(), 1, "{}", line);
     }
 }
