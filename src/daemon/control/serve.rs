@@ -264,58 +264,61 @@ async fn handle_connection(stream: UnixStream, context: Arc<Context>, slot: Owne
             allowed,
         )
         .await;
-        let response = match read {
+        let large = match read {
             LineOutcome::End | LineOutcome::Eof => return,
-            // A forbidden peer never takes a large-request slot: its first line is refused
-            // once it outgrows the small allowance.
-            LineOutcome::Line { .. } | LineOutcome::TooLarge if !allowed => {
-                let reply = forbidden(peer.uid);
+            LineOutcome::Line { large } if allowed => large,
+            refused => {
+                let reply = refusal(&refused, allowed, &peer, limits);
                 return refuse(connection, &reply, limits.read_timeout).await;
             }
-            LineOutcome::TooLarge => {
-                warn!(
-                    limit = limits.max_request_bytes,
-                    "request too large; closing"
-                );
-                let reply = too_large(limits.max_request_bytes);
-                return refuse(connection, &reply, limits.read_timeout).await;
+        };
+        let response = match decode_request(&connection.line) {
+            Err(reply) => {
+                debug!("malformed request line");
+                release_line(&mut connection.line, large);
+                reply
             }
-            LineOutcome::Busy => {
-                let reply = no_room_for_long_lines(limits.small_request_bytes);
-                return refuse(connection, &reply, limits.read_timeout).await;
-            }
-            LineOutcome::Line { large } => match decode_request(&connection.line) {
-                Err(reply) => {
-                    debug!("malformed request line");
-                    release_line(&mut connection.line, large);
-                    reply
-                }
-                Ok(request) if waits_for_updates(&request) => {
-                    release_line(&mut connection.line, large);
-                    match wait_parked(connection, request, peer, &context).await {
-                        Some(next) => {
-                            connection = next;
-                            continue;
-                        }
-                        None => return,
+            Ok(request) if waits_for_updates(&request) => {
+                release_line(&mut connection.line, large);
+                match wait_parked(connection, request, peer, &context).await {
+                    Some(next) => {
+                        connection = next;
+                        continue;
                     }
+                    None => return,
                 }
-                Ok(request) => {
-                    // The large-request slot is held until the answer, so that it also
-                    // bounds the memory of the decoded request, which the daemon holds
-                    // until then.
-                    reuse_line_buffer(&mut connection.line);
-                    let response = dispatch(request, peer, &context).await;
-                    drop(large);
-                    response
-                }
-            },
+            }
+            Ok(request) => {
+                // The large-request slot is held until the answer, so that it also bounds
+                // the memory of the decoded request, which the daemon holds until then.
+                reuse_line_buffer(&mut connection.line);
+                let response = dispatch(request, peer, &context).await;
+                drop(large);
+                response
+            }
         };
         if let Err(e) = write_response(&mut connection.writer, &response, limits.read_timeout).await
         {
             debug!(cause = %e, "cannot write the reply; closing");
             return;
         }
+    }
+}
+
+/// Returns the reply that ends a connection whose line cannot be served: from a forbidden
+/// peer (which never takes a large-request slot, so its first line is refused once it
+/// outgrows the small allowance), too large, or with no room for a long line.
+fn refusal(read: &LineOutcome, allowed: bool, peer: &Peer, limits: &Limits) -> Response {
+    match read {
+        LineOutcome::TooLarge if allowed => {
+            warn!(
+                limit = limits.max_request_bytes,
+                "request too large; closing"
+            );
+            too_large(limits.max_request_bytes)
+        }
+        LineOutcome::Busy => no_room_for_long_lines(limits.small_request_bytes),
+        _ => forbidden(peer.uid),
     }
 }
 
