@@ -453,9 +453,9 @@ mod tests {
     }
 
     use super::*;
-    use crate::daemon::control::{self, Incoming, Limits};
     use crate::protocol::ErrorKind;
-    use tokio::sync::mpsc;
+    use crate::protocol::{LineRead, MAX_REQUEST_BYTES, read_line_bounded};
+    use tokio::io::AsyncWriteExt;
     use tokio_util::sync::CancellationToken;
 
     const A: &str = "1111111111111111111111111111111111111111";
@@ -512,22 +512,36 @@ mod tests {
         format!("{ZERO} {A} refs/heads/main\n{A} {B} refs/tags/v1\n")
     }
 
-    /// Serves the setup's socket with a daemon answering every request with `answer`.
+    /// Serves the setup's socket with a stand-in daemon answering every request line with
+    /// `answer` (the hook's tests need the socket's framing, not the daemon).
     fn daemon(setup: &Setup, answer: Response) -> CancellationToken {
-        let listener = control::bind(&setup.socket(), None).expect("bind");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let listener = tokio::net::UnixListener::from_std(listener).expect("runtime");
-        let (sender, mut receiver) = mpsc::channel::<Incoming>(4);
+        let listener = tokio::net::UnixListener::bind(setup.socket()).expect("bind");
         let shutdown = CancellationToken::new();
-        tokio::spawn(control::serve(
-            listener,
-            Limits::default(),
-            sender,
-            shutdown.clone(),
-        ));
+        let stop = shutdown.clone();
         tokio::spawn(async move {
-            while let Some(incoming) = receiver.recv().await {
-                let _ = incoming.reply.send(answer.clone());
+            loop {
+                let stream = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => return,
+                    },
+                };
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let (reader, mut writer) = stream.into_split();
+                    let mut reader = tokio::io::BufReader::new(reader);
+                    let mut line = Vec::new();
+                    while let Ok(LineRead::Line) =
+                        read_line_bounded(&mut reader, &mut line, MAX_REQUEST_BYTES).await
+                    {
+                        line.clear();
+                        let reply = crate::protocol::encode_response(&answer);
+                        if writer.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
         shutdown
