@@ -6,5 +6,6 @@ mod engine;
 mod hook;
 mod servers;
 mod socket;
+mod ssh;
 mod support;
 mod transport;

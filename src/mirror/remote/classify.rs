@@ -152,6 +152,30 @@ pub(super) fn refusal_of(words: &str) -> Refusal {
     }
 }
 
+/// Returns what the remote's hook said about `refname` on `stderr`, for a ref refused with
+/// `hook declined`: its `remote:` lines that name the ref, without git's own `error: hook
+/// declined to update <ref>`, joined with "; ". gitolite says there why
+/// (`FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$`).
+pub(super) fn hook_words_for(stderr: &str, refname: &str) -> Option<String> {
+    let own = format!("error: hook declined to update {refname}");
+    let short = refname
+        .strip_prefix("refs/heads/")
+        .or_else(|| refname.strip_prefix("refs/tags/"));
+    let words: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("remote:").map(str::trim))
+        .filter(|line| !line.is_empty() && *line != own && !line.starts_with(&own))
+        .filter(|line| {
+            line.contains(refname)
+                || short.is_some_and(|short| {
+                    line.split(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+                        .any(|word| word == short)
+                })
+        })
+        .collect();
+    (!words.is_empty()).then(|| words.join("; "))
+}
+
 /// Returns true for a lowercased line saying that a quoted path does not exist, unless it is
 /// about a program we could not run or a lock file.
 fn is_missing_remote_path(line: &str) -> bool {
@@ -590,6 +614,26 @@ mod tests {
             assert!(message.contains(fingerprint), "{message}");
             assert!(!message.contains("debug1"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_hook_names_why_it_declined_a_ref() {
+        // gitolite 3.6.12 behind sshd, push of `protected` and `other` (test-servers.md).
+        let stderr = "remote: FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$        \n\
+            remote: error: hook declined to update refs/heads/protected        \n";
+        assert_eq!(
+            hook_words_for(stderr, "refs/heads/protected").as_deref(),
+            Some("FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$")
+        );
+        assert_eq!(hook_words_for(stderr, "refs/heads/other"), None);
+        assert_eq!(
+            hook_words_for(
+                "remote: protected branch: main is frozen\n",
+                "refs/heads/main"
+            )
+            .as_deref(),
+            Some("protected branch: main is frozen")
+        );
     }
 
     #[test]

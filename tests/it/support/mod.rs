@@ -22,6 +22,7 @@
 
 mod process;
 mod servers;
+mod ssh;
 
 pub use process::{Background, Output, RUN_TIMEOUT};
 #[allow(unused_imports)] // re-exported for test modules that may not use all of them yet
@@ -29,6 +30,7 @@ pub use servers::{
     DULWICH_VERSION, DulwichDaemon, GitDaemon, HangingServer, HttpServer, closed_port, connect,
     enable_http_push, free_port,
 };
+pub use ssh::{Gitolite, SshServer, ensure_user, fingerprint, keygen, run_checked};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
