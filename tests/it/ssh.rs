@@ -509,3 +509,39 @@ fn gitolite_refuses_one_branch_and_the_others_land() {
     let masked = gitolite.url("x.git").replace("gitolite@", "*****@");
     assert_eq!(st["url"], masked.as_str());
 }
+
+/// A refused connection is a network failure: retried (`to_retry`), worded as one, and
+/// without ssh's debug lines.
+#[test]
+fn a_refused_connection_is_transient() {
+    let s = Setup::new();
+    let line = s.server.known_hosts_line();
+    let port = closed_port();
+    let url = format!("ssh://git@127.0.0.1:{port}{}", s.remote.display());
+    let pinned = line.replacen(&format!(":{} ", s.server.port()), &format!(":{port} "), 1);
+    s.env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\n\n{}",
+        mirror_toml(
+            "m",
+            &s.local,
+            &url,
+            &format!("retries = 3\nssh_known_hosts = [{pinned:?}]\n")
+        )
+    ));
+    s.keygen(&[]);
+    let daemon = s.env.spawn_pushmirror(&["daemon"]);
+    wait_for_daemon(&s.env, &daemon);
+    s.env.pushmirror(&["sync", "m"]).assert_success();
+    let st = wait_until("m to_retry", SOON, || {
+        let st = status(&s.env, "m");
+        if st["update_status"] == "to_retry" {
+            Ok(st)
+        } else {
+            Err(format!("{st:#}\n--- daemon log ---\n{}", daemon.log()))
+        }
+    });
+    let error = st["last_error"].as_str().expect("a last_error");
+    assert!(error.starts_with("cannot reach the remote: "), "{error}");
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(!error.contains("debug1"), "{error}");
+}
