@@ -44,7 +44,7 @@ pub fn run(url: &str, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             let _ = writeln!(
                 err,
                 "error: cannot reach the SSH host {shown}: no host key came back within \
-                 {SCAN_TIMEOUT_SECS}s (is the host name, the port and the network right?)"
+                 {SCAN_TIMEOUT_SECS}s (are the host name, the port and the network right?)"
             );
             return EXIT_USAGE;
         }

@@ -270,12 +270,32 @@ fn the_daemon_users_own_ssh_directory_changes_nothing() {
         .arg("--config")
         .arg(s.env.config_path())
         .args(["update", "m"]);
+    let before = directory_contents(&dot_ssh);
     let out = s.env.run(&mut update);
     out.assert_success();
     assert_eq!(
         s.env.mirrored_refs(&s.remote),
         s.env.mirrored_refs(&s.local)
     );
+    assert_eq!(
+        directory_contents(&dot_ssh),
+        before,
+        "ssh wrote nothing there"
+    );
+}
+
+/// Returns each file of `dir` with its content.
+fn directory_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir)
+        .expect("list")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let content = fs::read(&path).expect("read");
+            (path, content)
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
@@ -420,7 +440,7 @@ fn no_key_material_is_in_any_command_line_during_an_ssh_update() {
         if ssh.is_empty() {
             Err(update.log())
         } else {
-            Ok(all_command_lines())
+            Ok(all_command_lines_and_environments())
         }
     });
     fs::write(&gate, "").expect("open the gate");
@@ -430,12 +450,18 @@ fn no_key_material_is_in_any_command_line_during_an_ssh_update() {
         .filter(|l| !l.starts_with("-----"))
         .collect();
     assert!(!body.is_empty());
+    assert!(
+        during
+            .iter()
+            .any(|line| line.contains(&format!("IdentityFile={key}"))),
+        "the scan saw the update's ssh"
+    );
     for line in &body {
         for piece in line.as_bytes().chunks(16).filter(|c| c.len() == 16) {
             let piece = std::str::from_utf8(piece).expect("base64 is ASCII");
             assert!(
                 !during.iter().any(|cmdline| cmdline.contains(piece)),
-                "key material {piece:?} in a command line"
+                "key material {piece:?} in a command line or environment"
             );
         }
     }
@@ -453,9 +479,16 @@ fn no_key_material_is_in_any_command_line_during_an_ssh_update() {
     );
 }
 
-/// Returns the command line of every process, read from `/proc/*/cmdline`.
-fn all_command_lines() -> Vec<String> {
-    processes_with_arg("")
+/// Returns the command line of every process (`/proc/*/cmdline`), and the environment of
+/// each (`/proc/*/environ`, readable here as root).
+fn all_command_lines_and_environments() -> Vec<String> {
+    let mut found = processes_with_arg("");
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(environ) = fs::read(entry.path().join("environ")) {
+            found.push(String::from_utf8_lossy(&environ).into_owned());
+        }
+    }
+    found
 }
 
 /// gitolite denies writes to one branch: the other refs land over SSH, and the denied one
@@ -544,4 +577,40 @@ fn a_refused_connection_is_transient() {
     assert!(error.starts_with("cannot reach the remote: "), "{error}");
     assert!(error.contains("Connection refused"), "{error}");
     assert!(!error.contains("debug1"), "{error}");
+}
+
+/// A reload that changes `ssh_known_hosts` rewrites the pinned file before the next update.
+#[test]
+fn a_reload_that_changes_the_pinned_host_keys_takes_effect() {
+    let s = Setup::new();
+    s.configure_authorized();
+    let daemon = s.env.spawn_pushmirror(&["daemon"]);
+    wait_for_daemon(&s.env, &daemon);
+    s.env.pushmirror(&["sync", "m", "--wait"]).assert_success();
+
+    let other = s.env.path("other_host");
+    keygen(&other, "other");
+    let public = fs::read_to_string(other.with_extension("pub")).expect("read");
+    let key: Vec<&str> = public.split_whitespace().take(2).collect();
+    let wrong = format!("[127.0.0.1]:{} {}", s.server.port(), key.join(" "));
+    s.configure(std::slice::from_ref(&wrong), "");
+    s.env.pushmirror(&["reload"]).assert_success();
+    let out = s.env.pushmirror(&["sync", "m", "--wait"]);
+    out.assert_code(1);
+    let st = status(&s.env, "m");
+    let error = st["last_error"].as_str().expect("a last_error");
+    assert!(error.contains("does not match the pinned"), "{error}");
+    let pinned = s.env.path("state/ssh/m.known_hosts");
+    assert_eq!(
+        fs::read_to_string(&pinned).expect("read"),
+        format!("{wrong}\n")
+    );
+
+    s.configure(&[s.server.known_hosts_line()], "");
+    s.env.pushmirror(&["reload"]).assert_success();
+    s.env.pushmirror(&["sync", "m", "--wait"]).assert_success();
+    assert_eq!(
+        fs::read_to_string(&pinned).expect("read"),
+        format!("{}\n", s.server.known_hosts_line())
+    );
 }

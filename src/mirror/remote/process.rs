@@ -36,7 +36,8 @@ use crate::config::GitConfigPolicy;
 use crate::mirror::url::{mask_credentials, scrub_secrets};
 
 /// The environment variables passed on to git from ours when set: what git, curl and ssh need
-/// to find programs, the home directory (ssh keys), proxies and CA certificates.
+/// to find programs, the home directory, proxies and CA certificates. (ssh takes `~` from the
+/// passwd entry, not `$HOME`, and is kept away from `~/.ssh` by its options: see `ssh`.)
 const PASSTHROUGH_ENV: &[&str] = &[
     "PATH",
     "HOME",
