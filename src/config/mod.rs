@@ -206,8 +206,6 @@ pub struct SshSettings {
     /// `ssh_key`: the private key, absolute; default `<state_dir>/keys/<name>`. Only its
     /// path is kept: ssh reads the file itself, at each connection.
     pub key: PathBuf,
-    /// `ssh_key` was written (in the mirror or in `[defaults]`), not the default.
-    pub key_configured: bool,
     /// `ssh_known_hosts`: the pinned host keys, one known_hosts line each, as written.
     pub known_hosts: Vec<String>,
     /// The file the engine writes `known_hosts` into for ssh to read:
@@ -220,7 +218,6 @@ impl SshSettings {
     pub fn defaults_for(name: &MirrorName, state_dir: &Path) -> SshSettings {
         SshSettings {
             key: default_ssh_key(state_dir, name),
-            key_configured: false,
             known_hosts: Vec::new(),
             known_hosts_file: state_dir
                 .join("ssh")

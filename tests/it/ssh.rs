@@ -370,9 +370,26 @@ fn ssh_keygen_makes_a_private_pair_that_ssh_keygen_reads_back() {
         &["-lf", &key.with_extension("pub").to_string_lossy()],
     );
     assert!(listed.contains("pushmirror:m (ED25519)"), "{listed}");
-    // No key material anywhere but in the key file.
     let private = fs::read_to_string(&key).expect("read key");
     assert!(private.contains("BEGIN OPENSSH PRIVATE KEY"));
+
+    // A key in a directory that others can read is refused, and nothing is written.
+    let open_dir = s.env.path("open-keys");
+    fs::create_dir(&open_dir).expect("mkdir");
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    s.configure(
+        &[s.server.known_hosts_line()],
+        &format!("ssh_key = \"{}/m\"", open_dir.display()),
+    );
+    let out = s.env.pushmirror(&["ssh-keygen", "m"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("refusing to put a private key in"),
+        "{out}"
+    );
+    assert_eq!(fs::read_dir(&open_dir).expect("list").count(), 0);
+    let out = s.env.pushmirror(&["ssh-keygen", "nope"]);
+    out.assert_code(2);
 }
 
 #[test]
@@ -429,8 +446,11 @@ fn no_key_material_is_in_any_command_line_during_an_ssh_update() {
         &s.remote,
         "pre-receive",
         &format!(
-            "#!/bin/sh\nwhile [ ! -e {gate} ]; do sleep 0.05; done\ncat >/dev/null\n",
-            gate = gate.display()
+            // Ends too when the test's directory is gone (a failed test never opens the gate).
+            "#!/bin/sh\nwhile [ ! -e {gate} ] && [ -d {root} ]; do sleep 0.05; done\n\
+             cat >/dev/null\n",
+            gate = gate.display(),
+            root = s.env.root().display()
         ),
     );
     let update = s.env.spawn_pushmirror(&["update", "m"]);

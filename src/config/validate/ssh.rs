@@ -28,7 +28,6 @@ pub(super) fn ssh_settings(
     let mut settings = SshSettings::defaults_for(name, state_dir);
     if let Some(key) = own.ssh_key.as_ref().or(defaults.ssh_key.as_ref()) {
         settings.key = key.value.clone();
-        settings.key_configured = true;
     }
     if let Some(lines) = own
         .ssh_known_hosts
