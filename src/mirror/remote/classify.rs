@@ -459,6 +459,26 @@ mod tests {
             "ssh: Could not resolve hostname nonexistent.invalid: Name or service not known\n\
              fatal: Could not read from remote repository.",
         ),
+        // OpenSSH 9.2, ConnectTimeout=30 to a black-holed address (not provoked here)
+        (
+            "debug1: Connecting to 192.0.2.1 [192.0.2.1] port 22.\r\n\
+             ssh: connect to host 192.0.2.1 port 22: Connection timed out\r\n\
+             fatal: Could not read from remote repository.\n",
+            FailureKind::Unreachable,
+            "ssh: connect to host 192.0.2.1 port 22: Connection timed out\n\
+             fatal: Could not read from remote repository.",
+        ),
+        // OpenSSH 9.2, a server that closes before the key exchange (MaxStartups; not
+        // provoked here)
+        (
+            "kex_exchange_identification: Connection closed by remote host\r\n\
+             Connection closed by 192.0.2.1 port 22\r\n\
+             fatal: Could not read from remote repository.\n",
+            FailureKind::Unreachable,
+            "kex_exchange_identification: Connection closed by remote host\n\
+             Connection closed by 192.0.2.1 port 22\n\
+             fatal: Could not read from remote repository.",
+        ),
         // git://[2001:db8::1] (no route)
         (
             "fatal: unable to connect to 2001:db8::1:\n2001:db8::1[0: 2001:db8::1]: errno=No route to host\n\n",
