@@ -634,3 +634,31 @@ fn a_reload_that_changes_the_pinned_host_keys_takes_effect() {
         format!("{}\n", s.server.known_hosts_line())
     );
 }
+
+/// The whole path over SSH: a push to the local repository runs the installed hook, the
+/// daemon hears it and mirrors the push to the sshd, within its window.
+#[test]
+fn a_push_through_the_hook_is_mirrored_over_ssh_by_the_daemon() {
+    let s = Setup::new();
+    s.configure_authorized();
+    s.env
+        .pushmirror(&["install-hook", &s.local.display().to_string()])
+        .assert_success();
+    let daemon = s.env.spawn_pushmirror(&["daemon"]);
+    wait_for_daemon(&s.env, &daemon);
+    let work = s.env.work_clone(&s.local, "work");
+    let pushed = s
+        .env
+        .commit(&work, "main", "file.txt", "over ssh", "over ssh");
+    wait_until("main mirrored over ssh", SOON, || {
+        match s.env.refs(&s.remote).get("refs/heads/main") {
+            Some(seen) if *seen == pushed => Ok(()),
+            seen => Err(format!(
+                "saw {seen:?}\n--- daemon log ---\n{}",
+                daemon.log()
+            )),
+        }
+    });
+    let st = status(&s.env, "m");
+    assert_eq!(st["last_error"], Value::Null, "{st:#}");
+}
