@@ -636,11 +636,14 @@ fn a_reload_that_changes_the_pinned_host_keys_takes_effect() {
 }
 
 /// The whole path over SSH: a push to the local repository runs the installed hook, the
-/// daemon hears it and mirrors the push to the sshd, within its window.
+/// daemon hears it and mirrors the push to the sshd, within its window (1s here: the
+/// daemon's start-up update may still run when the push comes, and the push then waits for
+/// the window).
 #[test]
 fn a_push_through_the_hook_is_mirrored_over_ssh_by_the_daemon() {
     let s = Setup::new();
     s.configure_authorized();
+    s.configure(&[s.server.known_hosts_line()], "delay = \"1s\"");
     s.env
         .pushmirror(&["install-hook", &s.local.display().to_string()])
         .assert_success();
