@@ -61,6 +61,19 @@ enum Command {
         #[arg(required = true, value_name = "REPO")]
         repos: Vec<PathBuf>,
     },
+    /// Makes mirror NAME's ed25519 key pair at its `ssh_key` path; prints the public key
+    SshKeygen {
+        /// The mirror
+        name: String,
+        /// Replaces an existing key
+        #[arg(long)]
+        force: bool,
+    },
+    /// Prints the SSH host keys of URL, with their fingerprints, for `ssh_known_hosts`
+    DetectHostKeys {
+        /// An ssh:// or scp-like URL
+        url: String,
+    },
     /// Shows each mirror's status
     Status {
         /// Only this mirror
@@ -85,6 +98,11 @@ fn run(command: Command, path: &Path) -> u8 {
         Command::CheckConfig => cli::check_config::run(path, &mut out, &mut err),
         Command::Notify => hook::notify::main(path),
         Command::InstallHook { repos } => cli::install_hook::main(&repos, path),
+        // Needs no configuration: it only asks the host of a URL.
+        Command::DetectHostKeys { url } => cli::detect_host_keys::run(&url, &mut out, &mut err),
+        Command::SshKeygen { name, force } => with_config(path, "warn", |config| {
+            cli::ssh_keygen::run(&config, &name, force, &mut out, &mut err)
+        }),
         Command::Daemon => with_config(path, "info", |config| match daemon::main(config) {
             Ok(()) => cli::EXIT_OK,
             Err(e) => {

@@ -2,8 +2,10 @@
 //! arguments and calls these; they print and never decide policy.
 
 pub mod check_config;
+pub mod detect_host_keys;
 pub mod install_hook;
 pub mod reload;
+pub mod ssh_keygen;
 pub mod status;
 pub mod sync;
 pub mod update;

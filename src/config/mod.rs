@@ -194,6 +194,41 @@ pub struct Mirror {
     /// Most refs in one `git push` (default 10000, 1 to 1,000,000); more are split into
     /// several pushes.
     pub refs_per_push: usize,
+    /// The key and pinned host keys used when the URL is `ssh://` or scp-like.
+    pub ssh: SshSettings,
+}
+
+/// How a mirror authenticates to an SSH remote and which host keys it trusts (SPEC.md
+/// sections 3 and 8). Filled in for every mirror, so that `pushmirror ssh-keygen NAME` knows
+/// where the key goes before the URL is switched to SSH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// `ssh_key`: the private key, absolute; default `<state_dir>/keys/<name>`. Only its
+    /// path is kept: ssh reads the file itself, at each connection.
+    pub key: PathBuf,
+    /// `ssh_known_hosts`: the pinned host keys, one known_hosts line each, as written.
+    pub known_hosts: Vec<String>,
+    /// The file the engine writes `known_hosts` into for ssh to read:
+    /// `<state_dir>/ssh/<name>.known_hosts`.
+    pub known_hosts_file: PathBuf,
+}
+
+impl SshSettings {
+    /// Returns the settings of mirror `name` when nothing SSH is written in the file.
+    pub fn defaults_for(name: &MirrorName, state_dir: &Path) -> SshSettings {
+        SshSettings {
+            key: default_ssh_key(state_dir, name),
+            known_hosts: Vec::new(),
+            known_hosts_file: state_dir
+                .join("ssh")
+                .join(format!("{}.known_hosts", name.as_str())),
+        }
+    }
+}
+
+/// Returns where mirror `name`'s SSH key is when `ssh_key` is not set.
+pub fn default_ssh_key(state_dir: &Path, name: &MirrorName) -> PathBuf {
+    state_dir.join("keys").join(name.as_str())
 }
 
 impl Mirror {

@@ -95,6 +95,11 @@ pub(super) struct RawOptions {
     pub timeout: Option<Spanned<String>>,
     /// Default 10000; 1 to 1,000,000.
     pub refs_per_push: Option<Spanned<usize>>,
+    /// The private key for SSH remotes; relative to the file's directory; default
+    /// `<state_dir>/keys/<name>`.
+    pub ssh_key: Option<Spanned<String>>,
+    /// The pinned host keys of an SSH remote, as known_hosts lines; required for SSH.
+    pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -123,6 +128,8 @@ pub(super) struct RawMirror {
     pub retries: Option<Spanned<u32>>,
     pub timeout: Option<Spanned<String>>,
     pub refs_per_push: Option<Spanned<usize>>,
+    pub ssh_key: Option<Spanned<String>>,
+    pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -158,6 +165,8 @@ impl RawMirror {
             retries: self.retries,
             timeout: self.timeout,
             refs_per_push: self.refs_per_push,
+            ssh_key: self.ssh_key,
+            ssh_known_hosts: self.ssh_known_hosts,
         };
         (identity, options)
     }

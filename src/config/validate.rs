@@ -117,7 +117,7 @@ fn from_source(
     };
     let daemon = checker.daemon(raw.daemon.unwrap_or_default());
     let defaults = checker.options(raw.defaults.unwrap_or_default(), Level::Defaults);
-    let mirrors = checker.mirrors(raw.mirror, &defaults);
+    let mirrors = checker.mirrors(raw.mirror, &defaults, &daemon.state_dir);
     checker.warn_if_default_protected_branches_unused(&defaults, &mirrors);
     checker.into_config(absolute, daemon, mirrors)
 }
@@ -180,6 +180,8 @@ struct Options {
     retries: Option<Setting<u32>>,
     timeout: Option<Setting<Duration>>,
     refs_per_push: Option<Setting<usize>>,
+    ssh_key: Option<Setting<PathBuf>>,
+    ssh_known_hosts: Option<Setting<Vec<String>>>,
 }
 
 impl Options {
@@ -313,11 +315,16 @@ impl<'a> Checker<'a> {
     }
 
     /// Validates every `[[mirror]]`, in file order. Returns those without errors.
-    fn mirrors(&mut self, raw: Vec<Spanned<RawMirror>>, defaults: &Options) -> Vec<Mirror> {
+    fn mirrors(
+        &mut self,
+        raw: Vec<Spanned<RawMirror>>,
+        defaults: &Options,
+        state_dir: &Path,
+    ) -> Vec<Mirror> {
         let mut seen = Seen::default();
         let mut mirrors = Vec::with_capacity(raw.len());
         for raw_mirror in raw {
-            if let Some(mirror) = self.mirror(raw_mirror, defaults, &mut seen) {
+            if let Some(mirror) = self.mirror(raw_mirror, defaults, state_dir, &mut seen) {
                 mirrors.push(mirror);
             }
         }
@@ -558,6 +565,11 @@ impl<'a> Checker<'a> {
         );
         let retries = self.number("retries", raw.retries, &RETRIES);
         let refs_per_push = self.number("refs_per_push", raw.refs_per_push, &REFS_PER_PUSH);
+        let ssh_key = raw
+            .ssh_key
+            .as_ref()
+            .and_then(|key| self.path_value("ssh_key", key));
+        let ssh_known_hosts = self.known_hosts_lines(raw.ssh_known_hosts);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -573,6 +585,8 @@ impl<'a> Checker<'a> {
             retries,
             timeout,
             refs_per_push,
+            ssh_key,
+            ssh_known_hosts,
         };
         self.check_exclusive_keys(&options, level);
         options
@@ -675,6 +689,7 @@ impl<'a> Checker<'a> {
         &mut self,
         raw: Spanned<RawMirror>,
         defaults: &Options,
+        state_dir: &Path,
         seen: &mut Seen,
     ) -> Option<Mirror> {
         let errors_before = self.errors.len();
@@ -699,6 +714,14 @@ impl<'a> Checker<'a> {
             &credentials,
             &mut seen.defaults_password_file_checked,
         );
+        let ssh = identity
+            .subject
+            .name
+            .as_ref()
+            .map(|name| ssh_settings(name, state_dir, &own, defaults));
+        if let (Some(url), Some(ssh)) = (&identity.url, &ssh) {
+            self.check_ssh(&identity.subject, url, ssh, &own, defaults);
+        }
 
         if self.errors.len() > errors_before {
             return None;
@@ -719,6 +742,7 @@ impl<'a> Checker<'a> {
             checked,
             branches,
             credentials.source,
+            ssh?,
             &own,
             defaults,
         ))
@@ -1042,6 +1066,7 @@ fn assemble_mirror(
     identity: CheckedIdentity,
     branches: BranchFilter,
     password: PasswordSource,
+    ssh: super::SshSettings,
     own: &Options,
     defaults: &Options,
 ) -> Mirror {
@@ -1059,6 +1084,7 @@ fn assemble_mirror(
                 .map(str::to_owned)
         });
     Mirror {
+        ssh,
         name: identity.name,
         repo: identity.repo,
         url: identity.url,
@@ -1213,6 +1239,9 @@ fn regex_error_summary(error: &regex::Error) -> String {
 
 #[cfg(test)]
 mod proptests;
+mod ssh;
+
+use ssh::ssh_settings;
 
 #[cfg(test)]
 mod tests {
@@ -1454,17 +1483,17 @@ mod tests {
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
-                 `refs_per_push`",
+                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
             ]
         );
     }
@@ -1717,6 +1746,91 @@ mod tests {
             .map(|problem| (problem.mirror.as_str(), problem.diagnostic.line))
             .collect();
         assert_eq!(named, [("a", 3), ("b", 7), ("b", 8)]);
+    }
+
+    #[test]
+    fn ssh_mirrors_need_pinned_host_keys_and_a_private_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git2::Repository::init_bare(dir.path().join("app.git")).expect("init bare repo");
+        let key = "AAAAC3NzaC1lZDI1NTE5AAAAIIVIC02vnjFyL+I4RHfvIGNtOgJMe769VTF1VR4EB3ZB";
+        let text = format!(
+            "[daemon]\nstate_dir = \"state\"\n\
+             [[mirror]]\nname = \"bare\"\nrepo = \"app.git\"\nurl = \"git@h.example:a/b.git\"\n\
+             [[mirror]]\nname = \"pinned\"\nrepo = \"app.git\"\n\
+             url = \"ssh://git@h.example:2222/a/b.git\"\nssh_key = \"keys/pinned\"\n\
+             ssh_known_hosts = [\"[h.example]:2222 ssh-ed25519 {key}\"]\n\
+             [[mirror]]\nname = \"wrong-port\"\nrepo = \"app.git\"\n\
+             url = \"ssh://git@h.example:2222/a/b.git\"\n\
+             ssh_known_hosts = [\"h.example ssh-ed25519 {key}\"]\n"
+        );
+        let config = check_in(&text, dir.path()).expect("valid file");
+        let base = dir.path().display();
+        assert_eq!(
+            texts(&config.mirror_problems),
+            [
+                "c.toml:6:7: mirror `bare`: an SSH remote needs pinned host keys: set \
+                 `ssh_known_hosts` to the host's known_hosts lines, after comparing their \
+                 fingerprints with the ones the host publishes (`pushmirror detect-host-keys \
+                 git@h.example:a/b.git` prints both)"
+                    .to_owned(),
+                format!(
+                    "c.toml:6:7: mirror `bare`: ssh key {base}/state/keys/bare does not exist: \
+                     `pushmirror ssh-keygen bare` makes one"
+                ),
+                format!(
+                    "c.toml:11:11: mirror `pinned`: ssh key {base}/keys/pinned does not exist: \
+                     `pushmirror ssh-keygen pinned` makes one"
+                ),
+                format!(
+                    "c.toml:16:7: mirror `wrong-port`: ssh key {base}/state/keys/wrong-port \
+                     does not exist: `pushmirror ssh-keygen wrong-port` makes one"
+                ),
+            ]
+        );
+        assert_eq!(
+            texts(&config.warnings),
+            [
+                "c.toml:17:19: no `ssh_known_hosts` line of mirror `wrong-port` names \
+              `[h.example]:2222`, the host its url connects to: ssh will not find the host's \
+              key there"
+            ]
+        );
+        let pinned = config.mirror("pinned").expect("pinned");
+        assert_eq!(pinned.ssh.key, dir.path().join("keys/pinned"));
+        assert_eq!(
+            pinned.ssh.known_hosts_file,
+            dir.path().join("state/ssh/pinned.known_hosts")
+        );
+        assert_eq!(
+            pinned.ssh.known_hosts,
+            [format!("[h.example]:2222 ssh-ed25519 {key}")]
+        );
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).expect("mkdir");
+        std::fs::write(keys.join("pinned"), "k").expect("write");
+        std::fs::set_permissions(keys.join("pinned"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let config = check_in(&text, dir.path()).expect("valid file");
+        assert!(
+            texts(&config.mirror_problems).contains(&format!(
+                "c.toml:11:11: mirror `pinned`: refusing ssh key {base}/keys/pinned: it is \
+                 readable by group or others (mode 0644); chmod 600 it"
+            )),
+            "{:?}",
+            config.mirror_problems
+        );
+        let found = errors(
+            "[[mirror]]\nname = \"m\"\nrepo = \"/r.git\"\nurl = \"h:x\"\n\
+             ssh_known_hosts = [\"h ssh-ed25519\"]\n",
+        );
+        assert_eq!(
+            found.last().map(String::as_str),
+            Some(
+                "c.toml:5:20: not a known_hosts line: expected `host key-type base64-key` (for a \
+              port other than 22, `[host]:port key-type base64-key`), as `pushmirror \
+              detect-host-keys URL` prints it"
+            )
+        );
     }
 
     #[test]

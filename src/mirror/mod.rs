@@ -11,6 +11,7 @@ pub mod job;
 pub mod local;
 pub mod refdiff;
 pub mod remote;
+pub mod ssh;
 pub mod url;
 
 use std::collections::BTreeMap;
@@ -96,6 +97,8 @@ pub enum UpdateError {
     #[error(transparent)]
     Credentials(#[from] CredentialError),
     #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+    #[error(transparent)]
     Local(#[from] LocalError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -112,6 +115,7 @@ impl UpdateError {
             UpdateError::Local(LocalError::Refs { .. }) => true,
             UpdateError::UnsupportedUrl { .. }
             | UpdateError::Credentials(_)
+            | UpdateError::Ssh(_)
             | UpdateError::Local(_)
             | UpdateError::Panicked => false,
         }
@@ -212,11 +216,13 @@ fn remote_for<'a>(mirror: &'a Mirror, ctx: &UpdateContext) -> Result<Remote<'a>,
         return Err(UpdateError::UnsupportedUrl { reason });
     }
     let credentials = credentials::resolve(mirror)?;
+    let ssh = ssh::prepare(mirror)?;
     let timeout = mirror.timeout_for(ctx.first_sync);
     Ok(Remote {
         git_dir: &mirror.repo,
         url: &mirror.url,
         credentials,
+        ssh,
         git_config: ctx.git_config,
         deadline: crate::clock::later(Instant::now(), timeout),
         cancel: ctx.cancel.clone(),

@@ -152,6 +152,39 @@ impl RemoteUrl {
         matches!(self.scheme, Scheme::Http | Scheme::Https)
     }
 
+    /// Returns true for `ssh://` and scp-like `host:path`, the transports that run ssh.
+    pub fn is_ssh(&self) -> bool {
+        matches!(self.scheme, Scheme::Ssh | Scheme::Scp)
+    }
+
+    /// Returns the host and port that ssh connects to for an SSH URL (port `None`: ssh's
+    /// default, 22), or `None` for other transports. An IPv6 address is given without its
+    /// brackets.
+    pub fn ssh_host_port(&self) -> Option<(String, Option<u16>)> {
+        let authority = match self.scheme {
+            Scheme::Ssh => {
+                let rest = self.for_git.split_once("://")?.1;
+                let authority = rest.split('/').next().unwrap_or_default();
+                authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+            }
+            Scheme::Scp => {
+                let userhost = self.for_git.split(':').next().unwrap_or_default();
+                let host = userhost.rsplit_once('@').map_or(userhost, |(_, h)| h);
+                return Some((host.trim_matches(['[', ']']).to_owned(), None));
+            }
+            _ => return None,
+        };
+        if let Some(bracketed) = authority.strip_prefix('[') {
+            let (host, after) = bracketed.split_once(']')?;
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return Some((host.to_owned(), port));
+        }
+        match authority.rsplit_once(':') {
+            Some((host, port)) => Some((host.to_owned(), port.parse().ok())),
+            None => Some((authority.to_owned(), None)),
+        }
+    }
+
     /// Returns the URL to hand to git: never with a password in it.
     pub fn for_git(&self) -> &str {
         &self.for_git
@@ -290,6 +323,30 @@ mod tests {
         );
         let scp = RemoteUrl::parse("git@github.com:acme/app.git");
         assert_eq!(scp.scheme(), &Scheme::Scp);
+        assert!(scp.is_ssh() && url.is_ssh());
+    }
+
+    #[test]
+    fn ssh_host_and_port() {
+        let cases = [
+            (
+                "ssh://git@example.com:2222/acme/app.git",
+                "example.com",
+                Some(2222),
+            ),
+            ("ssh://example.com/acme/app.git", "example.com", None),
+            ("ssh://git@[::1]:2222/x.git", "::1", Some(2222)),
+            ("git@github.com:acme/app.git", "github.com", None),
+            ("codeberg.org:acme/app.git", "codeberg.org", None),
+        ];
+        for (url, host, port) in cases {
+            assert_eq!(
+                RemoteUrl::parse(url).ssh_host_port(),
+                Some((host.to_owned(), port)),
+                "{url}"
+            );
+        }
+        assert_eq!(RemoteUrl::parse("https://h/x.git").ssh_host_port(), None);
     }
 
     #[test]

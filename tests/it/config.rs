@@ -24,6 +24,10 @@ fn fixture_env() -> TestEnv {
         env.bare_repo(repo);
     }
     env.write_secret("secrets/app.token", "token\n");
+    env.write_secret(
+        "secrets/ssh.key",
+        "a private key, never read by check-config\n",
+    );
     let public = env.write_file("secrets/public.token", "token\n");
     fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).expect("chmod 644");
     env

@@ -357,13 +357,16 @@ fn ref_refused_by_remote_hook_is_reported_and_others_land() {
     assert_eq!(s["update_status"], "failed", "{s:#}");
     assert_eq!(
         s["rejected_refs"],
-        serde_json::json!([{"ref": "refs/heads/develop", "reason": "hook declined"}])
+        serde_json::json!([{
+            "ref": "refs/heads/develop",
+            "reason": "hook declined: refusing refs/heads/develop: protected by test hook"
+        }])
     );
     assert!(
         s["last_error"]
             .as_str()
             .unwrap_or_default()
-            .contains("refs/heads/develop (hook declined)"),
+            .contains("refs/heads/develop (hook declined: refusing refs/heads/develop"),
         "{s:#}"
     );
 }

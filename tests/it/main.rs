@@ -8,5 +8,6 @@ mod faults;
 mod hook;
 mod servers;
 mod socket;
+mod ssh;
 mod support;
 mod transport;

@@ -28,6 +28,9 @@ const DETAIL_LINES: usize = 10;
 /// The error kinds that git's stderr is sorted into, in the order they are tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailureKind {
+    HostKeyChanged,
+    HostKeyUnknown,
+    KeyRefused,
     AuthRefused,
     NotFound,
     ServerError,
@@ -66,12 +69,28 @@ fn failure_kind(lines: &[&str]) -> FailureKind {
             r"could not resolve host|unable to look up|connection refused|failed to connect|",
             r"unable to connect|couldn't connect to server|connection timed out|",
             r"operation timed out|network is unreachable|no route to host|connection reset|",
-            r"the remote end hung up unexpectedly|early eof|rpc failed",
+            r"the remote end hung up unexpectedly|early eof|rpc failed|",
+            r"connection closed by|connection timed out during banner exchange",
         ))
         .expect("the unreachable pattern is a valid regex")
     });
+    static KEY_REFUSED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"permission denied \(publickey")
+            .expect("the refused-key pattern is a valid regex")
+    });
     let any = |regex: &Regex| lines.iter().any(|line| regex.is_match(line));
-    if any(&AUTH) {
+    let has = |words: &str| lines.iter().any(|line| line.contains(words));
+    if has("remote host identification has changed")
+        || lines
+            .iter()
+            .any(|line| line.starts_with("host key for ") && line.contains(" has changed"))
+    {
+        FailureKind::HostKeyChanged
+    } else if has("host key verification failed") {
+        FailureKind::HostKeyUnknown
+    } else if any(&KEY_REFUSED) {
+        FailureKind::KeyRefused
+    } else if any(&AUTH) {
         FailureKind::AuthRefused
     } else if any(&NOT_FOUND) || lines.iter().any(|line| is_missing_remote_path(line)) {
         FailureKind::NotFound
@@ -137,6 +156,30 @@ pub(super) fn refusal_of(words: &str) -> Refusal {
     }
 }
 
+/// Returns what the remote's hook said about `refname` on `stderr`, for a ref refused with
+/// `hook declined`: its `remote:` lines that name the ref, without git's own `error: hook
+/// declined to update <ref>`, joined with "; ". gitolite says there why
+/// (`FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$`).
+pub(super) fn hook_words_for(stderr: &str, refname: &str) -> Option<String> {
+    let own = format!("error: hook declined to update {refname}");
+    let short = refname
+        .strip_prefix("refs/heads/")
+        .or_else(|| refname.strip_prefix("refs/tags/"));
+    let words: Vec<&str> = stderr
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("remote:").map(str::trim))
+        .filter(|line| !line.is_empty() && *line != own && !line.starts_with(&own))
+        .filter(|line| {
+            line.contains(refname)
+                || short.is_some_and(|short| {
+                    line.split(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+                        .any(|word| word == short)
+                })
+        })
+        .collect();
+    (!words.is_empty()).then(|| words.join("; "))
+}
+
 /// Returns true for a lowercased line saying that a quoted path does not exist, unless it is
 /// about a program we could not run or a lock file.
 fn is_missing_remote_path(line: &str) -> bool {
@@ -160,6 +203,7 @@ fn relevant_lines(stderr: &str) -> Vec<&str> {
         .filter(|line| {
             let lower = line.to_ascii_lowercase();
             !(line.is_empty()
+                || is_ssh_debug(line)
                 || line
                     .strip_prefix("remote:")
                     .is_some_and(|r| r.trim().is_empty())
@@ -168,6 +212,70 @@ fn relevant_lines(stderr: &str) -> Vec<&str> {
                 || lower == "and the repository exists.")
         })
         .collect()
+}
+
+/// Returns true for ssh's own debug lines (`LogLevel DEBUG1`, see `ssh`): read for the host
+/// key's fingerprint, never shown.
+fn is_ssh_debug(line: &str) -> bool {
+    line.starts_with("debug1: ") || line.starts_with("debug2: ") || line.starts_with("debug3: ")
+}
+
+/// Returns the host that ssh names in a host key failure (`[127.0.0.1]:2222`, `github.com`).
+fn host_key_host(lines: &[&str]) -> String {
+    static HOST: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"^Host key for (\S+) has changed|",
+            r"^No \S+ host key is known for (\S+) and you have requested strict checking",
+        ))
+        .expect("the host pattern is a valid regex")
+    });
+    lines
+        .iter()
+        .find_map(|line| {
+            let captures = HOST.captures(line)?;
+            captures
+                .get(1)
+                .or(captures.get(2))
+                .map(|m| m.as_str().to_owned())
+        })
+        .unwrap_or_else(|| "the remote host".to_owned())
+}
+
+/// Returns the host key that the remote offered, as `ED25519 key SHA256:...`, from ssh's
+/// debug line `debug1: Server host key: ssh-ed25519 SHA256:...`, else from the warning of a
+/// changed key (`The fingerprint for the ED25519 key sent by the remote host is` and the
+/// fingerprint on the next line).
+fn offered_host_key(stderr: &str) -> String {
+    static DEBUG: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?m)^debug1: Server host key: (\S+) (SHA256:[A-Za-z0-9+/=]+)")
+            .expect("the host key pattern is a valid regex")
+    });
+    static WARNING: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(concat!(
+            r"The fingerprint for the (\S+) key sent by the remote host is\s*",
+            r"(SHA256:[A-Za-z0-9+/=]+)",
+        ))
+        .expect("the fingerprint pattern is a valid regex")
+    });
+    if let Some(captures) = DEBUG.captures(stderr) {
+        return format!("{} key {}", key_type_name(&captures[1]), &captures[2]);
+    }
+    if let Some(captures) = WARNING.captures(stderr) {
+        return format!("{} key {}", &captures[1], &captures[2]);
+    }
+    "a key not shown by ssh".to_owned()
+}
+
+/// Returns the short name ssh-keygen shows for a key type (`ssh-ed25519` is `ED25519`).
+fn key_type_name(key_type: &str) -> String {
+    match key_type {
+        "ssh-ed25519" => "ED25519".to_owned(),
+        "ssh-rsa" | "rsa-sha2-256" | "rsa-sha2-512" => "RSA".to_owned(),
+        t if t.starts_with("ecdsa-sha2-") => "ECDSA".to_owned(),
+        t if t.starts_with("sk-ssh-ed25519") => "ED25519-SK".to_owned(),
+        t if t.starts_with("sk-ecdsa") => "ECDSA-SK".to_owned(),
+        t => t.to_owned(),
+    }
 }
 
 /// Returns the error that a failed git's stderr describes. The detail is the relevant lines
@@ -189,6 +297,15 @@ pub(super) fn classify_failure(
         scrub_secrets(&shown.join("\n"), secrets)
     };
     match kind {
+        FailureKind::HostKeyChanged => RemoteError::HostKeyMismatch {
+            host: host_key_host(&lines),
+            offered: offered_host_key(stderr),
+        },
+        FailureKind::HostKeyUnknown => RemoteError::HostKeyUnknown {
+            host: host_key_host(&lines),
+            offered: offered_host_key(stderr),
+        },
+        FailureKind::KeyRefused => RemoteError::KeyRefused { detail },
         FailureKind::AuthRefused => RemoteError::AuthRefused { detail },
         FailureKind::NotFound => RemoteError::NotFound { detail },
         FailureKind::ServerError => RemoteError::ServerError { detail },
@@ -275,7 +392,7 @@ mod tests {
             "git@github.com: Permission denied (publickey).\r\n\
              fatal: Could not read from remote repository.\n\n\
              Please make sure you have the correct access rights\nand the repository exists.\n",
-            FailureKind::AuthRefused,
+            FailureKind::KeyRefused,
             "git@github.com: Permission denied (publickey).\n\
              fatal: Could not read from remote repository.",
         ),
@@ -356,6 +473,26 @@ mod tests {
             "ssh: Could not resolve hostname nonexistent.invalid: Name or service not known\n\
              fatal: Could not read from remote repository.",
         ),
+        // OpenSSH 9.2, ConnectTimeout=30 to a black-holed address (not provoked here)
+        (
+            "debug1: Connecting to 192.0.2.1 [192.0.2.1] port 22.\r\n\
+             ssh: connect to host 192.0.2.1 port 22: Connection timed out\r\n\
+             fatal: Could not read from remote repository.\n",
+            FailureKind::Unreachable,
+            "ssh: connect to host 192.0.2.1 port 22: Connection timed out\n\
+             fatal: Could not read from remote repository.",
+        ),
+        // OpenSSH 9.2, a server that closes before the key exchange (MaxStartups; not
+        // provoked here)
+        (
+            "kex_exchange_identification: Connection closed by remote host\r\n\
+             Connection closed by 192.0.2.1 port 22\r\n\
+             fatal: Could not read from remote repository.\n",
+            FailureKind::Unreachable,
+            "kex_exchange_identification: Connection closed by remote host\n\
+             Connection closed by 192.0.2.1 port 22\n\
+             fatal: Could not read from remote repository.",
+        ),
         // git://[2001:db8::1] (no route)
         (
             "fatal: unable to connect to 2001:db8::1:\n2001:db8::1[0: 2001:db8::1]: errno=No route to host\n\n",
@@ -430,6 +567,9 @@ mod tests {
     fn kind_of(error: &RemoteError) -> FailureKind {
         match error {
             RemoteError::AuthRefused { .. } => FailureKind::AuthRefused,
+            RemoteError::KeyRefused { .. } => FailureKind::KeyRefused,
+            RemoteError::HostKeyMismatch { .. } => FailureKind::HostKeyChanged,
+            RemoteError::HostKeyUnknown { .. } => FailureKind::HostKeyUnknown,
             RemoteError::NotFound { .. } => FailureKind::NotFound,
             RemoteError::ServerError { .. } => FailureKind::ServerError,
             RemoteError::Locked { .. } => FailureKind::Locked,
@@ -441,6 +581,7 @@ mod tests {
     fn detail_of(error: &RemoteError) -> &str {
         match error {
             RemoteError::AuthRefused { detail }
+            | RemoteError::KeyRefused { detail }
             | RemoteError::NotFound { detail }
             | RemoteError::ServerError { detail }
             | RemoteError::Locked { detail }
@@ -450,13 +591,112 @@ mod tests {
         }
     }
 
+    /// OpenSSH 9.2's stderr under git 2.47 with the options of `ssh` (LogLevel DEBUG1), from
+    /// ../shared/reference/test-servers.md and the sshd of tests/it/ssh.rs, shortened.
+    const HOST_KEY_CHANGED: &str = "debug1: Connecting to 127.0.0.1 [127.0.0.1] port 42509.\r\n\
+        debug1: Server host key: ssh-ed25519 SHA256:14cjKRU0aQ4QOPiXj0Fk57Q2iE3jyeJU/PUkRKGaOYE\r\n\
+        @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
+        @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n\
+        @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n\
+        IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\n\
+        The fingerprint for the ED25519 key sent by the remote host is\r\n\
+        SHA256:14cjKRU0aQ4QOPiXj0Fk57Q2iE3jyeJU/PUkRKGaOYE.\r\n\
+        Please contact your system administrator.\r\n\
+        Add correct host key in /s/ssh/m.known_hosts to get rid of this message.\r\n\
+        Offending ED25519 key in /s/ssh/m.known_hosts:1\r\n\
+        Host key for [127.0.0.1]:42509 has changed and you have requested strict checking.\r\n\
+        Host key verification failed.\r\n\
+        fatal: Could not read from remote repository.\n\n\
+        Please make sure you have the correct access rights\nand the repository exists.\n";
+
+    const HOST_UNKNOWN: &str = "debug1: Server host key: ssh-ed25519 SHA256:14cjKRU0aQ4QOPiXj0Fk57Q2iE3jyeJU/PUkRKGaOYE\r\n\
+        No ED25519 host key is known for [127.0.0.1]:42509 and you have requested strict checking.\r\n\
+        Host key verification failed.\r\n\
+        fatal: Could not read from remote repository.\n";
+
+    #[test]
+    fn host_key_failures_name_the_host_and_the_offered_key_and_are_permanent() {
+        let fingerprint = "SHA256:14cjKRU0aQ4QOPiXj0Fk57Q2iE3jyeJU/PUkRKGaOYE";
+        let changed = classify_failure("ls-remote", HOST_KEY_CHANGED, "unused", &[]);
+        let RemoteError::HostKeyMismatch { host, offered } = &changed else {
+            panic!("{changed:?}");
+        };
+        assert_eq!(host, "[127.0.0.1]:42509");
+        assert_eq!(*offered, format!("ED25519 key {fingerprint}"));
+        // Without the debug line, the warning's own fingerprint serves.
+        let quiet: String = HOST_KEY_CHANGED
+            .lines()
+            .filter(|l| !l.starts_with("debug1"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let RemoteError::HostKeyMismatch { offered, .. } =
+            classify_failure("ls-remote", &quiet, "unused", &[])
+        else {
+            panic!("mismatch expected");
+        };
+        assert_eq!(offered, format!("ED25519 key {fingerprint}"));
+        let unknown = classify_failure("ls-remote", HOST_UNKNOWN, "unused", &[]);
+        let RemoteError::HostKeyUnknown { host, offered } = &unknown else {
+            panic!("{unknown:?}");
+        };
+        assert_eq!(host, "[127.0.0.1]:42509");
+        assert_eq!(*offered, format!("ED25519 key {fingerprint}"));
+        for error in [&changed, &unknown] {
+            assert!(!error.is_transient(), "{error}");
+            let message = error.to_string();
+            assert!(message.contains("[127.0.0.1]:42509"), "{message}");
+            assert!(message.contains(fingerprint), "{message}");
+            assert!(!message.contains("debug1"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_hook_names_why_it_declined_a_ref() {
+        // gitolite 3.6.12 behind sshd, push of `protected` and `other` (test-servers.md).
+        let stderr = "remote: FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$        \n\
+            remote: error: hook declined to update refs/heads/protected        \n";
+        assert_eq!(
+            hook_words_for(stderr, "refs/heads/protected").as_deref(),
+            Some("FATAL: W refs/heads/protected x mirror DENIED by refs/heads/protected$")
+        );
+        assert_eq!(hook_words_for(stderr, "refs/heads/other"), None);
+        assert_eq!(
+            hook_words_for(
+                "remote: protected branch: main is frozen\n",
+                "refs/heads/main"
+            )
+            .as_deref(),
+            Some("protected branch: main is frozen")
+        );
+    }
+
+    #[test]
+    fn ssh_debug_lines_are_never_shown() {
+        let stderr = "debug1: Reading configuration data /dev/null\r\n\
+            debug1: Connecting to 127.0.0.1 [127.0.0.1] port 1.\r\n\
+            debug1: connect to address 127.0.0.1 port 1: Connection refused\r\n\
+            ssh: connect to host 127.0.0.1 port 1: Connection refused\r\n\
+            fatal: Could not read from remote repository.\n";
+        let error = classify_failure("ls-remote", stderr, "unused", &[]);
+        assert_eq!(kind_of(&error), FailureKind::Unreachable);
+        assert!(error.is_transient());
+        assert_eq!(
+            detail_of(&error),
+            "ssh: connect to host 127.0.0.1 port 1: Connection refused\n\
+             fatal: Could not read from remote repository."
+        );
+    }
+
     #[test]
     fn real_stderr_samples_are_classified() {
         for (stderr, kind, detail) in SAMPLES {
             let error = classify_failure("push", stderr, "unused", &[]);
             assert_eq!(kind_of(&error), *kind, "{stderr}");
             assert_eq!(detail_of(&error), *detail, "{stderr}");
-            let permanent = matches!(kind, FailureKind::AuthRefused | FailureKind::NotFound);
+            let permanent = matches!(
+                kind,
+                FailureKind::AuthRefused | FailureKind::KeyRefused | FailureKind::NotFound
+            );
             assert_eq!(error.is_transient(), !permanent, "{stderr}");
             let message = error.to_string();
             assert!(

@@ -25,6 +25,7 @@
 mod classify;
 mod porcelain;
 mod process;
+mod ssh;
 #[cfg(test)]
 mod testing;
 
@@ -47,6 +48,7 @@ use porcelain::{
     PorcelainLine, collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push,
 };
 use process::GitOutput;
+pub use ssh::SshAccess;
 
 /// A user name and password (or token) for an HTTP(S) remote.
 #[derive(Clone)]
@@ -62,6 +64,8 @@ pub struct Remote<'a> {
     pub url: &'a RemoteUrl,
     /// Used for HTTP(S) URLs only; never put in argv (see the module documentation).
     pub credentials: Option<HttpCredentials>,
+    /// Used for SSH URLs: the mirror's key and pinned host keys (see `ssh`).
+    pub ssh: Option<SshAccess>,
     pub git_config: GitConfigPolicy,
     /// When the whole update must be over; a git child still running then is killed.
     pub deadline: Instant,
@@ -170,6 +174,25 @@ impl RefOutcome {
 /// Why talking to the remote failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    #[error(
+        "the host key of {host} does not match the pinned `ssh_known_hosts`: the host offered \
+         {offered}; if the host's keys really changed, compare that fingerprint with the ones \
+         the host publishes (`pushmirror detect-host-keys URL`) and update `ssh_known_hosts`"
+    )]
+    HostKeyMismatch { host: String, offered: String },
+    #[error(
+        "unknown host: no `ssh_known_hosts` line names {host}, which offered {offered}; compare \
+         its fingerprints with the ones the host publishes (`pushmirror detect-host-keys URL`), \
+         then pin its key in `ssh_known_hosts` (written `[host]:port` for a port other than 22)"
+    )]
+    HostKeyUnknown { host: String, offered: String },
+    #[error(
+        "the remote refused the credentials: {detail}; register the mirror's public key (the \
+         `ssh_key` file with `.pub` appended, as `pushmirror ssh-keygen NAME` printed it) on \
+         the remote with write access: a GitHub deploy key with \"Allow write access\", a \
+         GitLab deploy key with write access, or the user's authorized_keys"
+    )]
+    KeyRefused { detail: String },
     #[error("the remote refused the credentials: {detail}")]
     AuthRefused { detail: String },
     #[error("the remote repository was not found: {detail}")]
@@ -207,7 +230,11 @@ impl RemoteError {
     pub fn is_transient(&self) -> bool {
         !matches!(
             self,
-            RemoteError::AuthRefused { .. } | RemoteError::NotFound { .. }
+            RemoteError::AuthRefused { .. }
+                | RemoteError::KeyRefused { .. }
+                | RemoteError::HostKeyMismatch { .. }
+                | RemoteError::HostKeyUnknown { .. }
+                | RemoteError::NotFound { .. }
         )
     }
 }

@@ -190,6 +190,11 @@ fn remote_refusal(reason: &str, stderr: &str, refname: &str) -> (String, Refusal
         let refusal = refusal_of(&error);
         return (format!("{reason}: {error}"), refusal);
     }
+    if reason.ends_with("hook declined")
+        && let Some(words) = super::classify::hook_words_for(stderr, refname)
+    {
+        return (format!("{reason}: {words}"), refusal_of(reason));
+    }
     (reason.to_owned(), refusal_of(reason))
 }
 
@@ -624,7 +629,9 @@ mod tests {
                 "remote: cannot lock ref 'refs/heads/x': Unable to create 'x.lock': File \
                  exists.        \n\
                  remote: error: hook declined to update refs/heads/x        \n",
-                "hook declined",
+                // The hook's words are kept as its reason, and still mean no lock.
+                "hook declined: cannot lock ref 'refs/heads/x': Unable to create \
+                 'x.lock': File exists.",
             ),
             // A broken ref on the remote is not one that moved.
             refused(

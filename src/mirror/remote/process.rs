@@ -36,7 +36,8 @@ use crate::config::GitConfigPolicy;
 use crate::mirror::url::{mask_credentials, scrub_secrets};
 
 /// The environment variables passed on to git from ours when set: what git, curl and ssh need
-/// to find programs, the home directory (ssh keys), proxies and CA certificates.
+/// to find programs, the home directory, proxies and CA certificates. (ssh takes `~` from the
+/// passwd entry, not `$HOME`, and is kept away from `~/.ssh` by its options: see `ssh`.)
 const PASSTHROUGH_ENV: &[&str] = &[
     "PATH",
     "HOME",
@@ -110,6 +111,8 @@ impl Remote<'_> {
     ) -> GitInvocation {
         let mut env = passed_on_env(self.git_config, inherited);
         env.extend(fixed_env(self.git_config));
+        // The mirror's key and pinned host keys, and nothing of the user's ~/.ssh.
+        env.extend(super::ssh::ssh_env(self.ssh.as_ref()));
         let mut config = baseline_config();
         let credentials = self.credentials.as_ref().filter(|_| self.url.is_http());
         if let Some(credentials) = credentials {
@@ -239,16 +242,11 @@ fn passed_on_env(
 /// Returns the variables that git always gets from us: the C locale, no prompts, and unless
 /// the user's configuration is let in, no system or global configuration file.
 fn fixed_env(policy: GitConfigPolicy) -> Vec<(String, OsString)> {
-    let mut env: Vec<(String, OsString)> = [
-        ("LC_ALL", "C"),
-        ("LANG", "C"),
-        ("GIT_TERMINAL_PROMPT", "0"),
-        // Pinned host keys come with SSH support proper; until then never prompt.
-        ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), OsString::from(value)))
-    .collect();
+    let mut env: Vec<(String, OsString)> =
+        [("LC_ALL", "C"), ("LANG", "C"), ("GIT_TERMINAL_PROMPT", "0")]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), OsString::from(value)))
+            .collect();
     if policy == GitConfigPolicy::Isolated {
         env.push(("GIT_CONFIG_NOSYSTEM".to_owned(), OsString::from("1")));
         env.push(("GIT_CONFIG_GLOBAL".to_owned(), OsString::from("/dev/null")));
@@ -781,7 +779,7 @@ mod tests {
             ("LC_ALL", "C"),
             ("LANG", "C"),
             ("GIT_TERMINAL_PROMPT", "0"),
-            ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+            ("GIT_SSH_VARIANT", "ssh"),
             ("GIT_CONFIG_NOSYSTEM", "1"),
             ("GIT_CONFIG_GLOBAL", "/dev/null"),
         ] {

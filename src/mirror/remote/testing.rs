@@ -116,6 +116,7 @@ pub(super) fn remote<'a>(git_dir: &'a Path, url: &'a RemoteUrl) -> Remote<'a> {
         git_dir,
         url,
         credentials: None,
+        ssh: None,
         git_config: GitConfigPolicy::Isolated,
         deadline: Instant::now() + Duration::from_secs(60),
         cancel: CancellationToken::new(),

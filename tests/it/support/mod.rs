@@ -24,6 +24,7 @@
 mod faultproxy;
 mod process;
 mod servers;
+mod ssh;
 
 pub use faultproxy::{Fault, FaultKind, FaultProxy};
 pub use process::{Background, Output, RUN_TIMEOUT};
@@ -32,6 +33,7 @@ pub use servers::{
     DULWICH_VERSION, DulwichDaemon, GitDaemon, HangingServer, HttpServer, closed_port, connect,
     enable_http_push, free_port,
 };
+pub use ssh::{Gitolite, SshServer, ensure_user, fingerprint, keygen, run_checked};
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -95,7 +95,7 @@ fn group_owns_listener(pid: u32, port: u16) -> bool {
 
 /// Starts the server built by `make(port)` on a free port and waits until it listens there;
 /// retries with another port if it exits first (e.g. the port was taken meanwhile).
-fn start_on_free_port(
+pub(super) fn start_on_free_port(
     name: &str,
     log: &Path,
     mut make: impl FnMut(u16) -> Command,
