@@ -468,3 +468,38 @@ fn remote_symbolic_refs_are_ignored() {
     let out = env.git(&f.remote, &["symbolic-ref", "refs/heads/remote-alias"]);
     assert_eq!(out.trim(), "refs/heads/main");
 }
+
+/// Updates push from the mirror's scratch repository (`<state_dir>/scratch/<name>.git`), which
+/// borrows the local objects and holds only the refs of the last push, packed.
+#[test]
+fn updates_push_from_a_scratch_repository_holding_only_planned_refs() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+    let scratch = env.path("state/scratch/m.git");
+    let alternates =
+        std::fs::read_to_string(scratch.join("objects/info/alternates")).expect("alternates");
+    assert_eq!(
+        alternates.trim_end(),
+        f.local.join("objects").display().to_string()
+    );
+    // The default branch went alone first; the last push carried develop and v1.
+    let packed = std::fs::read_to_string(scratch.join("packed-refs")).expect("packed-refs");
+    let names: Vec<&str> = packed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(' ').map(|(_, n)| n))
+        .collect();
+    assert_eq!(names, ["refs/heads/develop", "refs/tags/v1"], "{packed}");
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+
+    // A rewrite and a fast-forward: only those two are staged, and they land.
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    let rewritten = env.make_commit_on(&f.local, Some(&f.c1), "rewrite");
+    env.set_ref(&f.local, "refs/heads/develop", &rewritten);
+    update(env, "m").assert_success();
+    let packed = std::fs::read_to_string(scratch.join("packed-refs")).expect("packed-refs");
+    assert_eq!(packed.lines().count(), 3, "{packed}");
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+}
