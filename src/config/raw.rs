@@ -95,6 +95,8 @@ pub(super) struct RawOptions {
     pub timeout: Option<Spanned<String>>,
     /// Default 10000; 1 to 1,000,000.
     pub refs_per_push: Option<Spanned<usize>>,
+    /// Bytes; default 2 GiB (GitHub's limit); 0 = no limit; at most 1 TiB.
+    pub max_push_size: Option<Spanned<u64>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -123,6 +125,7 @@ pub(super) struct RawMirror {
     pub retries: Option<Spanned<u32>>,
     pub timeout: Option<Spanned<String>>,
     pub refs_per_push: Option<Spanned<usize>>,
+    pub max_push_size: Option<Spanned<u64>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -158,6 +161,7 @@ impl RawMirror {
             retries: self.retries,
             timeout: self.timeout,
             refs_per_push: self.refs_per_push,
+            max_push_size: self.max_push_size,
         };
         (identity, options)
     }

@@ -12,6 +12,7 @@ pub mod local;
 pub mod refdiff;
 pub mod remote;
 pub mod scratch;
+pub mod split;
 pub mod url;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use crate::mirror::local::{LocalError, LocalRepo};
 use crate::mirror::refdiff::{Plan, Policy, RefUpdate, UpdateKind};
 use crate::mirror::remote::{PushReport, RefOutcome, Remote, RemoteError};
 use crate::mirror::scratch::Scratch;
+use crate::mirror::split::{SplitError, SplitPushError};
 use crate::mirror::url::mask_credentials;
 use crate::store::state::{Ending, RefCounts, RejectedRef};
 
@@ -107,6 +109,8 @@ pub enum UpdateError {
     Local(#[from] LocalError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Split(#[from] SplitError),
     #[error("the local read of the update panicked")]
     Panicked,
 }
@@ -116,6 +120,7 @@ impl UpdateError {
     pub fn is_transient(&self) -> bool {
         match self {
             UpdateError::Remote(e) => e.is_transient(),
+            UpdateError::Split(e) => e.is_transient(),
             // A repository being replaced or a file system hiccup may pass.
             UpdateError::Local(LocalError::Refs { .. }) => true,
             UpdateError::UnsupportedUrl { .. }
@@ -191,13 +196,20 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
         let pusher = Pusher {
             remote: &remote,
             scratch: scratch.as_ref(),
+            local: &mirror.repo,
+            max_push_size: mirror.max_push_size,
+            refs_per_push: mirror.refs_per_push,
+        };
+        let mut remote_has = split::RemoteHas {
+            remote_refs: &remote_refs,
+            pushed: Vec::new(),
         };
         let stale = push_in_batches(
             &pusher,
+            &mut remote_has,
             &plan.updates,
             default_branch.as_deref(),
             remote_has_branches,
-            mirror.refs_per_push,
             &mut report,
             round == 0,
         )
@@ -259,6 +271,20 @@ fn remote_for<'a>(mirror: &'a Mirror, ctx: &UpdateContext) -> Result<Remote<'a>,
 struct Pusher<'a> {
     remote: &'a Remote<'a>,
     scratch: Option<&'a Scratch>,
+    /// The real repository, for size estimates.
+    local: &'a std::path::Path,
+    /// `max_push_size` in bytes; 0: no limit.
+    max_push_size: u64,
+    refs_per_push: usize,
+}
+
+impl From<SplitPushError> for UpdateError {
+    fn from(error: SplitPushError) -> UpdateError {
+        match error {
+            SplitPushError::Split(e) => UpdateError::Split(e),
+            SplitPushError::Remote(e) => UpdateError::Remote(e),
+        }
+    }
 }
 
 impl Pusher<'_> {
@@ -272,14 +298,15 @@ impl Pusher<'_> {
 }
 
 /// Pushes `updates` in the [`batches`] that the remote's state and `refs_per_push` call for,
-/// adding what each push did to `report`. Returns the refs refused as stale and set aside for
-/// a second round, which only happens when `may_retry` (see [`tally`]).
+/// each in pushes under `max_push_size` (see [`split`]), adding what each push did to
+/// `report`. Returns the refs refused as stale and set aside for a second round, which only
+/// happens when `may_retry` (see [`tally`]).
 async fn push_in_batches(
     pusher: &Pusher<'_>,
+    remote_has: &mut split::RemoteHas<'_>,
     updates: &[RefUpdate],
     default_branch: Option<&str>,
     remote_has_branches: bool,
-    refs_per_push: usize,
     report: &mut UpdateReport,
     may_retry: bool,
 ) -> Result<Vec<String>, UpdateError> {
@@ -292,10 +319,17 @@ async fn push_in_batches(
         updates,
         default_branch,
         remote_has_branches,
-        refs_per_push,
+        pusher.refs_per_push,
         cost,
     ) {
-        let pushed = pusher.push(batch).await?;
+        let pushed = split::push_within(
+            pusher.local,
+            pusher,
+            batch,
+            remote_has,
+            pusher.max_push_size,
+        )
+        .await?;
         tally(batch, &pushed, report, &mut stale, may_retry);
     }
     Ok(stale)
