@@ -237,7 +237,8 @@ async fn prepare_scratch(mirror: &Mirror, ctx: &UpdateContext) -> Option<Scratch
     let dir = ctx.scratch_dir.clone()?;
     let name = mirror.name.to_string();
     let repo = mirror.repo.clone();
-    let job = tokio::task::spawn_blocking(move || Scratch::prepare(&dir, &name, &repo));
+    let url = mirror.url.for_git().to_owned();
+    let job = tokio::task::spawn_blocking(move || Scratch::prepare(&dir, &name, &repo, &url));
     match job.await {
         Ok(Ok(scratch)) => Some(scratch),
         Ok(Err(e)) => {

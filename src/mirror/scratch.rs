@@ -45,15 +45,35 @@ pub struct Scratch {
     git_dir: PathBuf,
 }
 
+/// The name of the remote that the scratch repository's config defines (the mirror's URL),
+/// for pushes whose leases come from tracking refs.
+pub const REMOTE_NAME: &str = "pushmirror";
+
+/// Where the tracking refs of [`REMOTE_NAME`] live: `refs/heads/x` is tracked as
+/// `refs/pushmirror-remote/heads/x`.
+pub const TRACKING_NAMESPACE: &str = "refs/pushmirror-remote/";
+
+/// Returns the tracking ref of the remote ref `refname` (`refs/...`).
+pub fn tracking_ref(refname: &str) -> String {
+    let rest = refname.strip_prefix("refs/").unwrap_or(refname);
+    format!("{TRACKING_NAMESPACE}{rest}")
+}
+
 /// The header of a `packed-refs` file whose lines are sorted: git then reads it by binary
 /// search and merges it in order, without sorting it itself.
 const PACKED_REFS_HEADER: &str = "# pack-refs with: sorted \n";
 
 impl Scratch {
     /// Prepares the scratch repository of the mirror `name` under `dir` for the real
-    /// repository `real` (a git directory): creates it if needed and rewrites its HEAD,
-    /// config, alternates and shallow file, with no refs.
-    pub fn prepare(dir: &Path, name: &str, real: &Path) -> Result<Scratch, ScratchError> {
+    /// repository `real` (a git directory) and the remote `url` (as given to git: never with
+    /// a password): creates it if needed and rewrites its HEAD, config, alternates and
+    /// shallow file, with no refs.
+    pub fn prepare(
+        dir: &Path,
+        name: &str,
+        real: &Path,
+        url: &str,
+    ) -> Result<Scratch, ScratchError> {
         let git_dir = dir.join(format!("{name}.git"));
         let error = |source| ScratchError {
             path: git_dir.clone(),
@@ -71,7 +91,7 @@ impl Scratch {
         std::fs::create_dir_all(refs.join("heads")).map_err(error)?;
         std::fs::create_dir_all(refs.join("tags")).map_err(error)?;
         write_file(&git_dir.join("HEAD"), b"ref: refs/heads/main\n").map_err(error)?;
-        write_file(&git_dir.join("config"), config_text(&real).as_bytes()).map_err(error)?;
+        write_file(&git_dir.join("config"), config_text(&real, url).as_bytes()).map_err(error)?;
         let mut alternates = real.join("objects").into_os_string().into_encoded_bytes();
         alternates.push(b'\n');
         write_file(&git_dir.join("objects/info/alternates"), &alternates).map_err(error)?;
@@ -118,8 +138,9 @@ impl Scratch {
 
 /// Returns the scratch repository's config: the real repository's included first, then
 /// what must hold whatever it says (bare, and the object format, which git reads only from
-/// the repository's own file).
-fn config_text(real: &Path) -> String {
+/// the repository's own file), and the remote [`REMOTE_NAME`] at `url`, tracked under
+/// [`TRACKING_NAMESPACE`].
+fn config_text(real: &Path, url: &str) -> String {
     let format = object_format(&real.join("config"));
     let version = if format.is_some() { 1 } else { 0 };
     let mut text = String::new();
@@ -132,6 +153,12 @@ fn config_text(real: &Path) -> String {
     if let Some(format) = format {
         text.push_str(&format!("[extensions]\n\tobjectformat = {format}\n"));
     }
+    text.push_str(&format!(
+        "[remote \"{REMOTE_NAME}\"]\n\turl = {}\n\
+         \tfetch = +refs/heads/*:{TRACKING_NAMESPACE}heads/*\n\
+         \tfetch = +refs/tags/*:{TRACKING_NAMESPACE}tags/*\n",
+        config_quoted(url)
+    ));
     text
 }
 
@@ -183,7 +210,8 @@ mod tests {
         let real = dir.path().join("real.git");
         git2::Repository::init_bare(&real).expect("init");
         std::fs::write(real.join("shallow"), "x\n").expect("shallow");
-        let scratch = Scratch::prepare(&dir.path().join("scratch"), "m", &real).expect("ok");
+        let scratch =
+            Scratch::prepare(&dir.path().join("scratch"), "m", &real, "/r.git").expect("ok");
         let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
         let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
         scratch
@@ -213,7 +241,8 @@ mod tests {
             .expect("alternates");
         assert_eq!(alternates, format!("{}\n", real.join("objects").display()));
         std::fs::remove_file(real.join("shallow")).expect("unshallow");
-        let scratch = Scratch::prepare(&dir.path().join("scratch"), "m", &real).expect("ok");
+        let scratch =
+            Scratch::prepare(&dir.path().join("scratch"), "m", &real, "/r.git").expect("ok");
         assert!(!scratch.git_dir().join("shallow").exists());
         let text = std::fs::read_to_string(scratch.git_dir().join("packed-refs")).expect("read");
         assert_eq!(text, PACKED_REFS_HEADER, "a fresh preparation has no refs");
@@ -229,11 +258,12 @@ mod tests {
             "[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectFormat = sha256\n",
         )
         .expect("config");
-        let text = config_text(&real);
+        let text = config_text(&real, "https://host/x.git");
         assert!(text.contains("objectformat = sha256"), "{text}");
+        assert!(text.contains("url = \"https://host/x.git\""), "{text}");
         assert!(text.contains("repositoryformatversion = 1"), "{text}");
         assert!(text.contains("real \\\"q\\\".git/config\""), "{text}");
         std::fs::write(real.join("config"), "[core]\n\tbare = true\n").expect("config");
-        assert!(!config_text(&real).contains("extensions"));
+        assert!(!config_text(&real, "/r.git").contains("extensions"));
     }
 }

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::GitConfigPolicy;
-use crate::mirror::refdiff::RefUpdate;
+use crate::mirror::refdiff::{RefUpdate, UpdateKind};
 use crate::mirror::scratch::Scratch;
 use crate::mirror::url::{RemoteUrl, scrub_secrets};
 
@@ -234,7 +234,11 @@ impl Remote<'_> {
                 results: collect_results(updates, Vec::new(), plan.invalid),
             });
         }
-        let args = push_args(plan.leases, self.url, plan.refspecs);
+        let args = push_args(
+            plan.leases,
+            OsString::from(self.url.for_git()),
+            plan.refspecs,
+        );
         let output = self.run_git(OPERATION, args).await?;
         self.results_of(OPERATION, updates, &output, plan.invalid)
     }
@@ -254,7 +258,14 @@ impl Remote<'_> {
         updates: &[RefUpdate],
     ) -> Result<PushReport, RemoteError> {
         const OPERATION: &str = "push";
-        let plan = plan_staged_push(updates);
+        // Explicit leases cost leases x remote refs in git; tracking refs cost one lookup
+        // each, but git then writes one loose tracking ref per pushed ref.
+        let leases = updates
+            .iter()
+            .filter(|u| matches!(u.kind, UpdateKind::Force | UpdateKind::Delete))
+            .count();
+        let by_tracking = leases >= TRACKING_LEASES_FROM;
+        let plan = plan_staged_push(updates, by_tracking);
         if plan.refspecs.is_empty() {
             return Ok(PushReport {
                 results: collect_results(updates, Vec::new(), plan.invalid),
@@ -270,7 +281,12 @@ impl Remote<'_> {
             git_dir: scratch.git_dir(),
             ..self.clone()
         };
-        let args = push_args(plan.leases, self.url, plan.refspecs);
+        let destination = if by_tracking {
+            OsString::from(crate::mirror::scratch::REMOTE_NAME)
+        } else {
+            OsString::from(self.url.for_git())
+        };
+        let args = push_args(plan.leases, destination, plan.refspecs);
         let output = from_scratch.run_git(OPERATION, args).await?;
         self.results_of(OPERATION, updates, &output, plan.invalid)
     }
@@ -354,16 +370,23 @@ impl Remote<'_> {
     }
 }
 
+/// From how many forced updates and deletes a staged push takes its leases from tracking
+/// refs (measured: 1,000 forced among 10,000 refs take 8x the time of git's unleased push
+/// with explicit leases, about 1.2x with tracking refs; below a few hundred the explicit
+/// leases cost less than git's loose tracking-ref writes).
+const TRACKING_LEASES_FROM: usize = 200;
+
 /// Returns the arguments of `git push` (after `--git-dir`): porcelain output, no local
-/// `pre-push` hook, no tags beyond the refspecs, the leases, then the URL and the refspecs.
-fn push_args(leases: Vec<String>, url: &RemoteUrl, refspecs: Vec<String>) -> Vec<OsString> {
+/// `pre-push` hook, no tags beyond the refspecs, the leases, then the destination (the URL,
+/// or the scratch repository's remote) and the refspecs.
+fn push_args(leases: Vec<String>, destination: OsString, refspecs: Vec<String>) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["push", "--porcelain", "--no-verify", "--no-follow-tags"]
         .into_iter()
         .map(OsString::from)
         .collect();
     args.extend(leases.into_iter().map(OsString::from));
     args.push(OsString::from("--"));
-    args.push(OsString::from(url.for_git()));
+    args.push(destination);
     args.extend(refspecs.into_iter().map(OsString::from));
     args
 }
@@ -810,7 +833,8 @@ unset GIT_QUARANTINE_PATH
 
     /// Returns the scratch repository of the fixture's local repository.
     fn scratch_of(f: &super::testing::Fixture) -> Scratch {
-        Scratch::prepare(&f.env.path("scratch"), "m", &f.local).expect("scratch prepared")
+        let url = f.remote.to_string_lossy().into_owned();
+        Scratch::prepare(&f.env.path("scratch"), "m", &f.local, &url).expect("scratch prepared")
     }
 
     /// The fast path: every kind of change in one push from the scratch repository, and the
@@ -1040,6 +1064,79 @@ unset GIT_QUARANTINE_PATH
             f.env.refs(&f.remote),
             refmap(&[("refs/heads/main", f.b), ("refs/heads/same", f.b)])
         );
+    }
+
+    /// Many forced updates and deletes take their leases from tracking refs: the same
+    /// outcomes, a stale lease still refused, a create that finds its ref taken refused.
+    #[tokio::test]
+    async fn staged_push_with_many_leases_uses_tracking_refs_with_the_same_rules() {
+        let f = fixture();
+        let names: Vec<String> = (0..TRACKING_LEASES_FROM)
+            .map(|i| format!("refs/heads/f{i:03}"))
+            .collect();
+        let mut seed: Vec<(&str, Oid)> = names.iter().map(|n| (n.as_str(), f.b)).collect();
+        seed.extend([
+            ("refs/heads/stale", f.b),
+            ("refs/heads/gone", f.a),
+            ("refs/heads/taken", f.c),
+            ("refs/heads/main", f.a),
+            ("refs/heads/outside", f.c),
+        ]);
+        f.seed(&seed);
+        let mut updates: Vec<RefUpdate> = names
+            .iter()
+            .map(|n| update(n, UpdateKind::Force, Some(f.b), Some(f.c)))
+            .collect();
+        updates.extend([
+            // Read as A, but B on the remote now.
+            update("refs/heads/stale", UpdateKind::Force, Some(f.a), Some(f.c)),
+            update("refs/heads/gone", UpdateKind::Delete, Some(f.a), None),
+            // Read as absent, created on the remote since.
+            update("refs/heads/taken", UpdateKind::Create, None, Some(f.a)),
+            update("refs/heads/new", UpdateKind::Create, None, Some(f.a)),
+            update(
+                "refs/heads/main",
+                UpdateKind::FastForward,
+                Some(f.a),
+                Some(f.b),
+            ),
+        ]);
+        let url = url_of(&f.remote);
+        let scratch = scratch_of(&f);
+        let report = remote(&f.local, &url)
+            .push_staged(&scratch, &updates)
+            .await
+            .expect("a refused ref is a result, not an error");
+        let results = outcomes(&report);
+        for (name, outcome) in &results[..names.len()] {
+            assert_eq!(*outcome, RefOutcome::Done, "{name}");
+        }
+        let stale = RefOutcome::Rejected {
+            reason: "stale info".to_owned(),
+            stale: true,
+        };
+        assert_eq!(
+            results[names.len()..],
+            [
+                ("refs/heads/stale", stale.clone()),
+                ("refs/heads/gone", RefOutcome::Done),
+                ("refs/heads/taken", stale),
+                ("refs/heads/new", RefOutcome::Done),
+                ("refs/heads/main", RefOutcome::Done),
+            ]
+        );
+        let mut expected: Vec<(&str, Oid)> = names.iter().map(|n| (n.as_str(), f.c)).collect();
+        expected.extend([
+            ("refs/heads/stale", f.b),
+            ("refs/heads/taken", f.c),
+            ("refs/heads/new", f.a),
+            ("refs/heads/main", f.b),
+            ("refs/heads/outside", f.c),
+        ]);
+        assert_eq!(f.env.refs(&f.remote), refmap(&expected));
+        // git updated the tracking refs of what it pushed: the leases came from them.
+        let tracked = scratch.git_dir().join("refs/pushmirror-remote/heads/f000");
+        assert!(tracked.exists(), "no tracking ref written");
     }
 
     #[tokio::test]

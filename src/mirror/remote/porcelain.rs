@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use super::classify::refusal_of;
 use super::{RefOutcome, RefResult, Refusal, RemoteRefs};
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
+use crate::mirror::scratch::tracking_ref;
 use crate::mirror::url::scrub_secrets;
 
 /// The arguments of one push, and the updates that cannot be pushed at all.
@@ -82,8 +83,22 @@ pub(super) struct StagedPushPlan {
 /// `--force-with-lease=<ref>:<old>` per forced update, which alone lets git force that ref,
 /// and per delete, pushed as `:<ref>`. Never a `+` on a pattern: that would force every ref
 /// of the namespace without a lease.
-pub(super) fn plan_staged_push(updates: &[RefUpdate]) -> StagedPushPlan {
+///
+/// With `by_tracking`, the leases come instead from tracking refs staged beside (the remote
+/// values as read, under `scratch::TRACKING_NAMESPACE`) through one bare
+/// `--force-with-lease`, which leases every ref of the push on its tracking ref (none: must
+/// not exist). git checks explicit leases against every remote ref, quadratically; the
+/// tracking lookup is one per ref. The push must then name the scratch repository's remote.
+pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> StagedPushPlan {
     let mut plan = StagedPushPlan::default();
+    if by_tracking {
+        plan.leases.push("--force-with-lease".to_owned());
+        for update in updates {
+            if let Some(old) = update.old {
+                plan.staged.push((tracking_ref(&update.refname), old));
+            }
+        }
+    }
     let mut deletes = Vec::new();
     let (mut heads, mut tags) = (false, false);
     for update in updates {
@@ -94,7 +109,9 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate]) -> StagedPushPlan {
         };
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
-                plan.leases.push(lease());
+                if !by_tracking {
+                    plan.leases.push(lease());
+                }
                 deletes.push(format!(":{refname}"));
                 continue;
             }
@@ -108,7 +125,8 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate]) -> StagedPushPlan {
                 });
                 continue;
             }
-            (UpdateKind::Force, Some(_)) => plan.leases.push(lease()),
+            (UpdateKind::Force, Some(_)) if !by_tracking => plan.leases.push(lease()),
+            (UpdateKind::Force, Some(_)) => {}
             (UpdateKind::Create | UpdateKind::FastForward, Some(_)) => {}
         }
         let (Some(new), true) = (update.new, staged_namespace(refname, &mut heads, &mut tags))
@@ -415,13 +433,16 @@ mod tests {
     fn staged_push_plan_stages_new_values_and_leases_forced_updates_and_deletes() {
         let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
         let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
-        let plan = plan_staged_push(&[
-            update("refs/heads/new", UpdateKind::Create, None, Some(a)),
-            update("refs/heads/ff", UpdateKind::FastForward, Some(a), Some(b)),
-            update("refs/heads/forced", UpdateKind::Force, Some(b), Some(a)),
-            update("refs/tags/gone", UpdateKind::Delete, Some(a), None),
-            update("refs/notes/x", UpdateKind::Create, None, Some(a)),
-        ]);
+        let plan = plan_staged_push(
+            &[
+                update("refs/heads/new", UpdateKind::Create, None, Some(a)),
+                update("refs/heads/ff", UpdateKind::FastForward, Some(a), Some(b)),
+                update("refs/heads/forced", UpdateKind::Force, Some(b), Some(a)),
+                update("refs/tags/gone", UpdateKind::Delete, Some(a), None),
+                update("refs/notes/x", UpdateKind::Create, None, Some(a)),
+            ],
+            false,
+        );
         assert_eq!(
             plan.leases,
             [
