@@ -22,8 +22,9 @@
 //! - [`protocol`]: the only types that cross the control socket, and their framing;
 //! - [`store`]: every on-disk format (state files, queue journal, spool), written atomically;
 //! - [`mirror`]: one update of one mirror (what the daemon and `pushmirror update` run):
-//!   refdiff (pure), local reads (libgit2), credentials, URLs, and `remote`, the only code
-//!   that talks to remotes;
+//!   refdiff (pure), local reads (libgit2), credentials, URLs, the scratch repository pushes
+//!   run from, pushes split under `max_push_size`, and `remote`, the only code that talks to
+//!   remotes;
 //! - [`clock`]: deadlines and due times computed without overflow;
 //! - [`paths`] and [`error`]: path and error-rendering helpers.
 
