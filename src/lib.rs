@@ -23,7 +23,8 @@
 //! - [`store`]: every on-disk format (state files, queue journal, spool), written atomically;
 //! - [`mirror`]: one update of one mirror (what the daemon and `pushmirror update` run):
 //!   refdiff (pure), local reads (libgit2), credentials (HTTP passwords, SSH keys and pinned
-//!   host keys), URLs, and `remote`, the only code that talks to remotes;
+//!   host keys), URLs, the scratch repository pushes run from, pushes split under
+//!   `max_push_size`, and `remote`, the only code that talks to remotes;
 //! - [`clock`]: deadlines and due times computed without overflow;
 //! - [`paths`] and [`error`]: path and error-rendering helpers.
 

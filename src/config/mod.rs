@@ -194,6 +194,9 @@ pub struct Mirror {
     /// Most refs in one `git push` (default 10000, 1 to 1,000,000); more are split into
     /// several pushes.
     pub refs_per_push: usize,
+    /// Most bytes of objects one `git push` sends (`max_push_size`, default 2 GiB, GitHub's
+    /// limit; 0 = none); a larger push is split along history (see `mirror::split`).
+    pub max_push_size: u64,
     /// The key and pinned host keys used when the URL is `ssh://` or scp-like.
     pub ssh: SshSettings,
 }

@@ -100,6 +100,8 @@ pub(super) struct RawOptions {
     pub ssh_key: Option<Spanned<String>>,
     /// The pinned host keys of an SSH remote, as known_hosts lines; required for SSH.
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Bytes; default 2 GiB (GitHub's limit); 0 = no limit; at most 1 TiB.
+    pub max_push_size: Option<Spanned<u64>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -130,6 +132,7 @@ pub(super) struct RawMirror {
     pub refs_per_push: Option<Spanned<usize>>,
     pub ssh_key: Option<Spanned<String>>,
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_push_size: Option<Spanned<u64>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -167,6 +170,7 @@ impl RawMirror {
             refs_per_push: self.refs_per_push,
             ssh_key: self.ssh_key,
             ssh_known_hosts: self.ssh_known_hosts,
+            max_push_size: self.max_push_size,
         };
         (identity, options)
     }

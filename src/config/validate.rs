@@ -48,12 +48,15 @@ const DEFAULT_DELAY: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_PROTECTED_DELAY: Duration = Duration::from_secs(60);
 const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_REFS_PER_PUSH: usize = 10_000;
+/// GitHub refuses a push over 2 GiB.
+const DEFAULT_MAX_PUSH_SIZE: u64 = 2 << 30;
 /// The accepted ranges of the numbers and durations (README.md's configuration tables list
 /// them): wide enough for any sensible setting, narrow enough that nothing the daemon computes
 /// from them (due times, deadlines, semaphore permits) comes near an overflow.
 const MAX_PARALLEL_PUSHES: RangeInclusive<usize> = 1..=1024;
 const RETRIES: RangeInclusive<u32> = 0..=100;
 const REFS_PER_PUSH: RangeInclusive<usize> = 1..=1_000_000;
+const MAX_PUSH_SIZE: RangeInclusive<u64> = 0..=(1 << 40);
 /// `delay` and `protected_delay`: a mirror updated weekly at most is still a mirror.
 const DELAY: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(7 * 86_400);
 /// A first sync of a huge repository over a slow link may take days, but not weeks.
@@ -182,6 +185,7 @@ struct Options {
     refs_per_push: Option<Setting<usize>>,
     ssh_key: Option<Setting<PathBuf>>,
     ssh_known_hosts: Option<Setting<Vec<String>>>,
+    max_push_size: Option<Setting<u64>>,
 }
 
 impl Options {
@@ -570,6 +574,7 @@ impl<'a> Checker<'a> {
             .as_ref()
             .and_then(|key| self.path_value("ssh_key", key));
         let ssh_known_hosts = self.known_hosts_lines(raw.ssh_known_hosts);
+        let max_push_size = self.number("max_push_size", raw.max_push_size, &MAX_PUSH_SIZE);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -587,6 +592,7 @@ impl<'a> Checker<'a> {
             refs_per_push,
             ssh_key,
             ssh_known_hosts,
+            max_push_size,
         };
         self.check_exclusive_keys(&options, level);
         options
@@ -1116,6 +1122,11 @@ fn assemble_mirror(
             &defaults.refs_per_push,
             DEFAULT_REFS_PER_PUSH,
         ),
+        max_push_size: value_or(
+            &own.max_push_size,
+            &defaults.max_push_size,
+            DEFAULT_MAX_PUSH_SIZE,
+        ),
     }
 }
 
@@ -1201,6 +1212,7 @@ fn accepted_integers(key: &str) -> Option<String> {
     match key {
         "max_parallel_pushes" => Some(from_to(&MAX_PARALLEL_PUSHES)),
         "refs_per_push" => Some(from_to(&REFS_PER_PUSH)),
+        "max_push_size" => Some(from_to(&MAX_PUSH_SIZE)),
         "retries" => Some(from_to(&RETRIES)),
         _ => None,
     }
@@ -1483,17 +1495,17 @@ mod tests {
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
-                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
+                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
             ]
         );
     }

@@ -63,6 +63,7 @@ pub async fn run(
         git_config: config.daemon.git_config,
         cancel,
         first_sync: state.last_successful_update_at.is_none(),
+        scratch_dir: Some(config.daemon.state_dir.join("scratch")),
     };
     state.start(Timestamp::now());
     let mut unsaved = store.save(&mirror.name, &state).err();

@@ -1,7 +1,8 @@
 //! One update of one mirror: read both sides, plan, push, and say what happened.
 //!
 //! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
-//! -> `remote::push` in batches -> [`UpdateReport`]. When a lease fails because the remote
+//! -> `scratch` prepared -> `remote::push_staged` in batches, each under `max_push_size`
+//! (`split`) -> [`UpdateReport`]. When a lease fails because the remote
 //! moved between the read and the push, the remote is read again and the plan retried once.
 //! Nothing here writes status: the caller (the daemon, or `pushmirror update`) turns the
 //! result into a `state::Ending`.
@@ -11,10 +12,13 @@ pub mod job;
 pub mod local;
 pub mod refdiff;
 pub mod remote;
+pub mod scratch;
+pub mod split;
 pub mod ssh;
 pub mod url;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use git2::Oid;
 use tokio::time::Instant;
@@ -26,6 +30,8 @@ use crate::mirror::credentials::CredentialError;
 use crate::mirror::local::{LocalError, LocalRepo};
 use crate::mirror::refdiff::{Plan, Policy, RefUpdate, UpdateKind};
 use crate::mirror::remote::{PushReport, RefOutcome, Remote, RemoteError};
+use crate::mirror::scratch::Scratch;
+use crate::mirror::split::{SplitError, SplitPushError};
 use crate::mirror::url::mask_credentials;
 use crate::store::state::{Ending, RefCounts, RejectedRef};
 
@@ -41,6 +47,11 @@ pub struct UpdateContext {
     pub cancel: CancellationToken,
     /// True if the mirror never finished an update: the default timeout is then 3 h.
     pub first_sync: bool,
+    /// Where the mirror's scratch repository lives (`<state_dir>/scratch`; see
+    /// [`scratch`]). `None`, or a scratch repository that cannot be prepared, pushes from
+    /// the real repository with one explicit refspec per ref: the same push, quadratic in
+    /// the number of refs.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// What an update did. An update can return a report and still have failed: diverged or
@@ -102,6 +113,8 @@ pub enum UpdateError {
     Local(#[from] LocalError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Split(#[from] SplitError),
     #[error("the local read of the update panicked")]
     Panicked,
 }
@@ -111,6 +124,7 @@ impl UpdateError {
     pub fn is_transient(&self) -> bool {
         match self {
             UpdateError::Remote(e) => e.is_transient(),
+            UpdateError::Split(e) => e.is_transient(),
             // A repository being replaced or a file system hiccup may pass.
             UpdateError::Local(LocalError::Refs { .. }) => true,
             UpdateError::UnsupportedUrl { .. }
@@ -163,6 +177,7 @@ pub fn init_libgit2() {
 /// Brings `mirror`'s remote in line with its local repository, once.
 pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport, UpdateError> {
     let remote = remote_for(mirror, ctx)?;
+    let scratch = prepare_scratch(mirror, ctx).await;
     let mut report = UpdateReport {
         rejections_transient: true,
         ..UpdateReport::default()
@@ -183,12 +198,23 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
             break;
         }
         let remote_has_branches = remote_refs.keys().any(|r| r.starts_with("refs/heads/"));
+        let pusher = Pusher {
+            remote: &remote,
+            scratch: scratch.as_ref(),
+            local: &mirror.repo,
+            max_push_size: mirror.max_push_size,
+            refs_per_push: mirror.refs_per_push,
+        };
+        let mut remote_has = split::RemoteHas {
+            remote_refs: &remote_refs,
+            pushed: Vec::new(),
+        };
         let stale = push_in_batches(
-            &remote,
+            &pusher,
+            &mut remote_has,
             &plan.updates,
             default_branch.as_deref(),
             remote_has_branches,
-            mirror.refs_per_push,
             &mut report,
             round == 0,
         )
@@ -207,6 +233,25 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
         "update done"
     );
     Ok(report)
+}
+
+/// Returns the mirror's scratch repository, prepared for this update, or `None` when the
+/// context names no place for it or it cannot be prepared (logged; the update then pushes
+/// from the real repository, slower but the same).
+async fn prepare_scratch(mirror: &Mirror, ctx: &UpdateContext) -> Option<Scratch> {
+    let dir = ctx.scratch_dir.clone()?;
+    let name = mirror.name.to_string();
+    let repo = mirror.repo.clone();
+    let url = mirror.url.for_git().to_owned();
+    let job = tokio::task::spawn_blocking(move || Scratch::prepare(&dir, &name, &repo, &url));
+    match job.await {
+        Ok(Ok(scratch)) => Some(scratch),
+        Ok(Err(e)) => {
+            warn!(cause = %crate::error::chain(&e), "pushing with explicit refspecs instead");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Returns `mirror`'s remote for one update, with its credentials read now and its deadline
@@ -229,21 +274,70 @@ fn remote_for<'a>(mirror: &'a Mirror, ctx: &UpdateContext) -> Result<Remote<'a>,
     })
 }
 
+/// Where an update pushes from: the scratch repository when there is one, else the real
+/// repository with explicit refspecs.
+struct Pusher<'a> {
+    remote: &'a Remote<'a>,
+    scratch: Option<&'a Scratch>,
+    /// The real repository, for size estimates.
+    local: &'a std::path::Path,
+    /// `max_push_size` in bytes; 0: no limit.
+    max_push_size: u64,
+    refs_per_push: usize,
+}
+
+impl From<SplitPushError> for UpdateError {
+    fn from(error: SplitPushError) -> UpdateError {
+        match error {
+            SplitPushError::Split(e) => UpdateError::Split(e),
+            SplitPushError::Remote(e) => UpdateError::Remote(e),
+        }
+    }
+}
+
+impl Pusher<'_> {
+    /// Pushes one batch, returning what happened to each ref.
+    async fn push(&self, batch: &[RefUpdate]) -> Result<PushReport, RemoteError> {
+        match self.scratch {
+            Some(scratch) => self.remote.push_staged(scratch, batch).await,
+            None => self.remote.push(batch).await,
+        }
+    }
+}
+
 /// Pushes `updates` in the [`batches`] that the remote's state and `refs_per_push` call for,
-/// adding what each push did to `report`. Returns the refs refused as stale and set aside for
-/// a second round, which only happens when `may_retry` (see [`tally`]).
+/// each in pushes under `max_push_size` (see [`split`]), adding what each push did to
+/// `report`. Returns the refs refused as stale and set aside for a second round, which only
+/// happens when `may_retry` (see [`tally`]).
 async fn push_in_batches(
-    remote: &Remote<'_>,
+    pusher: &Pusher<'_>,
+    remote_has: &mut split::RemoteHas<'_>,
     updates: &[RefUpdate],
     default_branch: Option<&str>,
     remote_has_branches: bool,
-    refs_per_push: usize,
     report: &mut UpdateReport,
     may_retry: bool,
 ) -> Result<Vec<String>, UpdateError> {
     let mut stale = Vec::new();
-    for batch in batches(updates, default_branch, remote_has_branches, refs_per_push) {
-        let pushed = remote.push(batch).await?;
+    let cost = match pusher.scratch {
+        Some(_) => staged_argv_bytes,
+        None => argv_bytes,
+    };
+    for batch in batches_by(
+        updates,
+        default_branch,
+        remote_has_branches,
+        pusher.refs_per_push,
+        cost,
+    ) {
+        let pushed = split::push_within(
+            pusher.local,
+            pusher,
+            batch,
+            remote_has,
+            pusher.max_push_size,
+        )
+        .await?;
         tally(batch, &pushed, report, &mut stale, may_retry);
     }
     Ok(stale)
@@ -292,12 +386,31 @@ pub fn fingerprint(local: &refdiff::LocalRefs, branches: &crate::config::BranchF
 
 /// Splits the updates into pushes: the default branch alone first when the remote has no
 /// branches (so it becomes the remote's default), then at most `refs_per_push` refs and
-/// [`MAX_PUSH_ARG_BYTES`] of arguments per push.
+/// [`MAX_PUSH_ARG_BYTES`] of arguments per push, counted as a push with explicit refspecs
+/// costs them.
+#[cfg(test)]
 fn batches<'a>(
     updates: &'a [RefUpdate],
     default_branch: Option<&str>,
     remote_has_branches: bool,
     refs_per_push: usize,
+) -> Vec<&'a [RefUpdate]> {
+    batches_by(
+        updates,
+        default_branch,
+        remote_has_branches,
+        refs_per_push,
+        argv_bytes,
+    )
+}
+
+/// [`batches`], with `cost` giving the bytes of argv of one update.
+fn batches_by<'a>(
+    updates: &'a [RefUpdate],
+    default_branch: Option<&str>,
+    remote_has_branches: bool,
+    refs_per_push: usize,
+    cost: fn(&RefUpdate) -> usize,
 ) -> Vec<&'a [RefUpdate]> {
     let mut out = Vec::new();
     let mut rest = updates;
@@ -313,7 +426,7 @@ fn batches<'a>(
         let mut len = 0;
         let mut bytes = 0;
         while len < rest.len() && len < refs_per_push.max(1) {
-            let cost = argv_bytes(&rest[len]);
+            let cost = cost(&rest[len]);
             if len > 0 && bytes + cost > MAX_PUSH_ARG_BYTES {
                 break;
             }
@@ -337,6 +450,17 @@ fn argv_bytes(update: &RefUpdate) -> usize {
     refspec + lease
 }
 
+/// Returns the bytes of argv one update costs in a push from the scratch repository: creates,
+/// fast-forwards and forced updates ride on the pattern refspecs, so only leases and the
+/// `:<ref>` of deletes count (see [`argv_bytes`]).
+fn staged_argv_bytes(update: &RefUpdate) -> usize {
+    match update.kind {
+        UpdateKind::Create | UpdateKind::FastForward => 0,
+        UpdateKind::Force => argv_bytes(update) - (41 + update.refname.len() + 1),
+        UpdateKind::Delete => argv_bytes(update),
+    }
+}
+
 /// Adds what one push did to the report. A stale rejection in the first round is set aside
 /// for a second round instead of being reported.
 fn tally(
@@ -346,8 +470,11 @@ fn tally(
     stale: &mut Vec<String>,
     may_retry: bool,
 ) {
+    // A map, not a scan of the batch per result: a push may carry 100,000 refs.
+    let by_name: HashMap<&str, &RefUpdate> =
+        batch.iter().map(|u| (u.refname.as_str(), u)).collect();
     for result in &pushed.results {
-        let Some(update) = batch.iter().find(|u| u.refname == result.refname) else {
+        let Some(update) = by_name.get(result.refname.as_str()) else {
             continue;
         };
         match &result.outcome {
@@ -472,6 +599,7 @@ mod tests {
             git_config: GitConfigPolicy::Isolated,
             cancel: CancellationToken::new(),
             first_sync: true,
+            scratch_dir: None,
         };
         let remote = remote_for(&mirror, &ctx).expect("a remote");
         let decade = Duration::from_secs(10 * 365 * 86_400);

@@ -471,3 +471,147 @@ fn remote_symbolic_refs_are_ignored() {
     let out = env.git(&f.remote, &["symbolic-ref", "refs/heads/remote-alias"]);
     assert_eq!(out.trim(), "refs/heads/main");
 }
+
+/// Updates push from the mirror's scratch repository (`<state_dir>/scratch/<name>.git`), which
+/// borrows the local objects and holds only the refs of the last push, packed.
+#[test]
+fn updates_push_from_a_scratch_repository_holding_only_planned_refs() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+    let scratch = env.path("state/scratch/m.git");
+    let alternates =
+        std::fs::read_to_string(scratch.join("objects/info/alternates")).expect("alternates");
+    assert_eq!(
+        alternates.trim_end(),
+        f.local.join("objects").display().to_string()
+    );
+    // The default branch went alone first; the last push carried develop and v1.
+    let packed = std::fs::read_to_string(scratch.join("packed-refs")).expect("packed-refs");
+    let names: Vec<&str> = packed
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(' ').map(|(_, n)| n))
+        .collect();
+    assert_eq!(names, ["refs/heads/develop", "refs/tags/v1"], "{packed}");
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+
+    // A rewrite and a fast-forward: only those two are staged, and they land.
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    let rewritten = env.make_commit_on(&f.local, Some(&f.c1), "rewrite");
+    env.set_ref(&f.local, "refs/heads/develop", &rewritten);
+    update(env, "m").assert_success();
+    let packed = std::fs::read_to_string(scratch.join("packed-refs")).expect("packed-refs");
+    assert_eq!(packed.lines().count(), 3, "{packed}");
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+}
+
+/// Returns `len` hexadecimal digits that do not compress below half their size: 4 bits of
+/// entropy a byte, from a fixed-seed generator.
+fn incompressible(seed: u64, len: usize) -> String {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            char::from_digit(((state >> 59) & 0xf) as u32, 16).expect("a hex digit")
+        })
+        .collect()
+}
+
+/// A local history of `commits` commits on main, each adding a file of about 60 KB
+/// compressed; a tag on the second commit and a branch on the fourth. Returns the commits.
+fn large_history(env: &crate::support::TestEnv, local: &Path, commits: u64) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..commits {
+        let content = incompressible(i, 120_000);
+        let id = env.commit_file_on(
+            local,
+            ids.last().map(String::as_str),
+            &format!("f{i}"),
+            &content,
+            &format!("c{i}"),
+        );
+        ids.push(id);
+    }
+    env.set_ref(local, "refs/heads/main", ids.last().expect("commits"));
+    env.set_ref(local, "refs/tags/early", &ids[1]);
+    env.set_ref(local, "refs/heads/side", &ids[3]);
+    ids
+}
+
+/// A history several times the remote's `receive.maxInputSize` fails in one push, and lands
+/// whole under `max_push_size`: the engine pushes main at intermediate commits, oldest
+/// first, then the rest.
+#[test]
+fn a_history_larger_than_the_remotes_limit_is_pushed_in_steps() {
+    let env = TestEnv::new();
+    let local = env.bare_repo("local.git");
+    let remote = env.bare_repo("remote.git");
+    large_history(&env, &local, 8);
+    env.set_config(&remote, "receive.maxInputSize", "200000");
+    env.install_hook(
+        &remote,
+        "post-receive",
+        "#!/bin/sh\necho push >> \"$GIT_DIR/pushes.log\"\n",
+    );
+
+    // Without a limit of our own, the remote refuses the one big push.
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &file_url(&remote), "max_push_size = 0"),
+    );
+    let out = update(&env, "m");
+    assert!(!out.status.success(), "{out}");
+    assert!(mirrored_refs(&env, &remote).is_empty());
+
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &file_url(&remote), "max_push_size = 150000"),
+    );
+    update(&env, "m").assert_success();
+    assert_eq!(mirrored_refs(&env, &remote), mirrored_refs(&env, &local));
+    let s = status(&env, "m");
+    assert_eq!(s["update_status"], "finished", "{s:#}");
+    assert_eq!(s["refs_created"], 3, "{s:#}");
+    let pushes = std::fs::read_to_string(remote.join("pushes.log")).expect("hook log");
+    assert!(pushes.lines().count() >= 4, "{pushes}");
+}
+
+/// One object larger than `max_push_size` cannot be split: a permanent error naming it.
+#[test]
+fn an_object_larger_than_max_push_size_is_a_clear_permanent_error() {
+    let env = TestEnv::new();
+    let local = env.bare_repo("local.git");
+    let remote = env.bare_repo("remote.git");
+    let small = env.make_commit_on(&local, None, "small");
+    let big = env.commit_file_on(
+        &local,
+        Some(&small),
+        "big",
+        &incompressible(7, 600_000),
+        "big",
+    );
+    env.set_ref(&local, "refs/heads/main", &big);
+    let blob = env.rev_parse(&local, &format!("{big}:big"));
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &file_url(&remote), "max_push_size = 150000"),
+    );
+    let out = update(&env, "m");
+    assert!(!out.status.success(), "{out}");
+    let s = status(&env, "m");
+    let error = s["last_error"].as_str().expect("an error");
+    assert!(error.contains(&format!("object {blob} is ")), "{error}");
+    assert!(
+        error.contains("more than max_push_size (150000 bytes)"),
+        "{error}"
+    );
+    assert_eq!(s["update_status"], "failed", "{s:#}");
+    // Nothing of main reached the remote, and the error is not retried.
+    assert!(mirrored_refs(&env, &remote).is_empty());
+}

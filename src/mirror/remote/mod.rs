@@ -40,12 +40,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::GitConfigPolicy;
-use crate::mirror::refdiff::RefUpdate;
+use crate::mirror::refdiff::{RefUpdate, UpdateKind};
+use crate::mirror::scratch::Scratch;
 use crate::mirror::url::{RemoteUrl, scrub_secrets};
 
 use classify::{classify_failure, exit_description};
 use porcelain::{
     PorcelainLine, collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push,
+    plan_staged_push,
 };
 use process::GitOutput;
 pub use ssh::SshAccess;
@@ -58,6 +60,7 @@ pub struct HttpCredentials {
 }
 
 /// Everything needed to run git against one mirror's remote, for one update.
+#[derive(Clone)]
 pub struct Remote<'a> {
     /// The local bare repository; git runs with `--git-dir` set to it.
     pub git_dir: &'a Path,
@@ -273,16 +276,80 @@ impl Remote<'_> {
                 results: collect_results(updates, Vec::new(), plan.invalid),
             });
         }
-        let args = push_args(plan.leases, self.url, plan.refspecs);
+        let args = push_args(
+            plan.leases,
+            OsString::from(self.url.for_git()),
+            plan.refspecs,
+        );
         let output = self.run_git(OPERATION, args).await?;
+        self.results_of(OPERATION, updates, &output, plan.invalid)
+    }
+
+    /// Pushes `updates` in one `git push` from the scratch repository `scratch`, returning
+    /// what happened to each ref: the same push as [`Remote::push`], in time linear in the
+    /// number of refs.
+    ///
+    /// The scratch repository is staged with exactly the new values of the creates,
+    /// fast-forwards and forced updates, and pushed with the non-forced pattern refspecs of
+    /// branches and tags; forced updates and deletes carry their leases as in
+    /// [`Remote::push`], and deletes are `:<ref>`. git matches explicit refspecs against
+    /// every ref, quadratically; patterns go through a sorted index (see `mirror::scratch`).
+    pub async fn push_staged(
+        &self,
+        scratch: &Scratch,
+        updates: &[RefUpdate],
+    ) -> Result<PushReport, RemoteError> {
+        const OPERATION: &str = "push";
+        // Explicit leases cost leases x remote refs in git; tracking refs cost one lookup
+        // each, but git then writes one loose tracking ref per pushed ref.
+        let leases = updates
+            .iter()
+            .filter(|u| matches!(u.kind, UpdateKind::Force | UpdateKind::Delete))
+            .count();
+        let by_tracking = leases >= TRACKING_LEASES_FROM;
+        let plan = plan_staged_push(updates, by_tracking);
+        if plan.refspecs.is_empty() {
+            return Ok(PushReport {
+                results: collect_results(updates, Vec::new(), plan.invalid),
+            });
+        }
+        scratch
+            .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
+            .map_err(|source| RemoteError::Spawn {
+                operation: OPERATION,
+                source,
+            })?;
+        let from_scratch = Remote {
+            git_dir: scratch.git_dir(),
+            ..self.clone()
+        };
+        let destination = if by_tracking {
+            OsString::from(crate::mirror::scratch::REMOTE_NAME)
+        } else {
+            OsString::from(self.url.for_git())
+        };
+        let args = push_args(plan.leases, destination, plan.refspecs);
+        let output = from_scratch.run_git(OPERATION, args).await?;
+        self.results_of(OPERATION, updates, &output, plan.invalid)
+    }
+
+    /// Returns one result per update from the output of the `git push` that pushed them,
+    /// or the error of a push that failed as a whole.
+    fn results_of(
+        &self,
+        operation: &'static str,
+        updates: &[RefUpdate],
+        output: &GitOutput,
+        invalid: Vec<RefResult>,
+    ) -> Result<PushReport, RemoteError> {
         let lines = parse_porcelain(&output.stdout);
         let code = output.status.code();
         // git push exits 1 when some ref was refused and still reports every ref; any other
         // failure (128 from die(), a signal) means the refs' fate is unknown.
         if (lines.is_empty() && !output.status.success()) || !matches!(code, Some(0 | 1)) {
-            return Err(self.failure(OPERATION, &output));
+            return Err(self.failure(operation, output));
         }
-        if let Some(error) = self.remote_failure(OPERATION, &lines, &output) {
+        if let Some(error) = self.remote_failure(operation, &lines, output) {
             return Err(error);
         }
         let secrets = self.secrets();
@@ -294,7 +361,7 @@ impl Remote<'_> {
             })
             .collect();
         Ok(PushReport {
-            results: collect_results(updates, reported, plan.invalid),
+            results: collect_results(updates, reported, invalid),
         })
     }
 
@@ -345,16 +412,23 @@ impl Remote<'_> {
     }
 }
 
+/// From how many forced updates and deletes a staged push takes its leases from tracking
+/// refs (measured: 1,000 forced among 10,000 refs take 8x the time of git's unleased push
+/// with explicit leases, about 1.2x with tracking refs; below a few hundred the explicit
+/// leases cost less than git's loose tracking-ref writes).
+const TRACKING_LEASES_FROM: usize = 200;
+
 /// Returns the arguments of `git push` (after `--git-dir`): porcelain output, no local
-/// `pre-push` hook, no tags beyond the refspecs, the leases, then the URL and the refspecs.
-fn push_args(leases: Vec<String>, url: &RemoteUrl, refspecs: Vec<String>) -> Vec<OsString> {
+/// `pre-push` hook, no tags beyond the refspecs, the leases, then the destination (the URL,
+/// or the scratch repository's remote) and the refspecs.
+fn push_args(leases: Vec<String>, destination: OsString, refspecs: Vec<String>) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["push", "--porcelain", "--no-verify", "--no-follow-tags"]
         .into_iter()
         .map(OsString::from)
         .collect();
     args.extend(leases.into_iter().map(OsString::from));
     args.push(OsString::from("--"));
-    args.push(OsString::from(url.for_git()));
+    args.push(destination);
     args.extend(refspecs.into_iter().map(OsString::from));
     args
 }
@@ -797,6 +871,314 @@ unset GIT_QUARANTINE_PATH
             report.results[0].outcome,
             RefOutcome::Rejected { stale: false, .. }
         ));
+    }
+
+    /// Returns the scratch repository of the fixture's local repository.
+    fn scratch_of(f: &super::testing::Fixture) -> Scratch {
+        let url = f.remote.to_string_lossy().into_owned();
+        Scratch::prepare(&f.env.path("scratch"), "m", &f.local, &url).expect("scratch prepared")
+    }
+
+    /// The fast path: every kind of change in one push from the scratch repository, and the
+    /// refs outside the plan (a branch, a pull request ref) untouched.
+    #[tokio::test]
+    async fn staged_push_creates_fast_forwards_forces_with_leases_and_deletes() {
+        let f = fixture();
+        f.seed(&[
+            ("refs/heads/main", f.a),
+            ("refs/heads/rewritten", f.b),
+            ("refs/heads/old", f.a),
+            ("refs/heads/outside", f.c),
+            ("refs/tags/moved", f.a),
+            ("refs/pull/1/head", f.c),
+        ]);
+        let url = url_of(&f.remote);
+        let scratch = scratch_of(&f);
+        let report = remote(&f.local, &url)
+            .push_staged(
+                &scratch,
+                &[
+                    update(
+                        "refs/heads/main",
+                        UpdateKind::FastForward,
+                        Some(f.a),
+                        Some(f.b),
+                    ),
+                    update("refs/heads/new", UpdateKind::Create, None, Some(f.c)),
+                    update("refs/tags/t1", UpdateKind::Create, None, Some(f.a)),
+                    update(
+                        "refs/heads/rewritten",
+                        UpdateKind::Force,
+                        Some(f.b),
+                        Some(f.c),
+                    ),
+                    update("refs/tags/moved", UpdateKind::Force, Some(f.a), Some(f.b)),
+                    update("refs/heads/old", UpdateKind::Delete, Some(f.a), None),
+                ],
+            )
+            .await
+            .expect("push works");
+        assert_eq!(
+            outcomes(&report),
+            [
+                ("refs/heads/main", RefOutcome::Done),
+                ("refs/heads/new", RefOutcome::Done),
+                ("refs/tags/t1", RefOutcome::Done),
+                ("refs/heads/rewritten", RefOutcome::Done),
+                ("refs/tags/moved", RefOutcome::Done),
+                ("refs/heads/old", RefOutcome::Done),
+            ]
+        );
+        assert_eq!(
+            f.env.refs(&f.remote),
+            refmap(&[
+                ("refs/heads/main", f.b),
+                ("refs/heads/new", f.c),
+                ("refs/heads/outside", f.c),
+                ("refs/heads/rewritten", f.c),
+                ("refs/tags/moved", f.b),
+                ("refs/tags/t1", f.a),
+            ])
+        );
+        let pull = f.env.git_in(&f.remote, &["rev-parse", "refs/pull/1/head"]);
+        assert_eq!(pull, f.c.to_string());
+        // Only the staged refs, in the sorted packed-refs; nothing loose.
+        let packed =
+            std::fs::read_to_string(scratch.git_dir().join("packed-refs")).expect("packed-refs");
+        assert_eq!(packed.lines().count(), 6, "{packed}");
+        assert_eq!(f.env.refs(scratch.git_dir()).len(), 5);
+    }
+
+    /// A stale lease refuses its forced update or delete and changes nothing, while the
+    /// other refs of the push land.
+    #[tokio::test]
+    async fn staged_push_with_stale_leases_changes_only_the_other_refs() {
+        let f = fixture();
+        f.seed(&[("refs/heads/main", f.b), ("refs/heads/old", f.b)]);
+        let url = url_of(&f.remote);
+        let scratch = scratch_of(&f);
+        // Both were read as A, but the remote has moved to B since.
+        let report = remote(&f.local, &url)
+            .push_staged(
+                &scratch,
+                &[
+                    update("refs/heads/main", UpdateKind::Force, Some(f.a), Some(f.c)),
+                    update("refs/heads/old", UpdateKind::Delete, Some(f.a), None),
+                    update("refs/heads/new", UpdateKind::Create, None, Some(f.a)),
+                ],
+            )
+            .await
+            .expect("a refused ref is a result, not an error");
+        let stale = RefOutcome::Rejected {
+            reason: "stale info".to_owned(),
+            stale: true,
+        };
+        assert_eq!(
+            outcomes(&report),
+            [
+                ("refs/heads/main", stale.clone()),
+                ("refs/heads/old", stale),
+                ("refs/heads/new", RefOutcome::Done),
+            ]
+        );
+        assert_eq!(
+            f.env.refs(&f.remote),
+            refmap(&[
+                ("refs/heads/main", f.b),
+                ("refs/heads/new", f.a),
+                ("refs/heads/old", f.b)
+            ])
+        );
+    }
+
+    /// The pattern refspecs carry no `+`: a create or fast-forward whose remote ref moved
+    /// meanwhile is refused, never forced.
+    #[tokio::test]
+    async fn staged_push_never_forces_creates_or_fast_forwards() {
+        let f = fixture();
+        f.seed(&[
+            ("refs/heads/main", f.a),
+            ("refs/heads/other", f.c),
+            ("refs/tags/v1", f.c),
+        ]);
+        let theirs = f.env.commit(&f.remote, "theirs", Some(f.a));
+        f.env.set_ref(&f.remote, "refs/heads/main", theirs);
+        let url = url_of(&f.remote);
+        let report = remote(&f.local, &url)
+            .push_staged(
+                &scratch_of(&f),
+                &[
+                    update(
+                        "refs/heads/main",
+                        UpdateKind::FastForward,
+                        Some(f.a),
+                        Some(f.b),
+                    ),
+                    update(
+                        "refs/heads/other",
+                        UpdateKind::FastForward,
+                        Some(f.a),
+                        Some(f.b),
+                    ),
+                    // Read as absent, created on the remote since.
+                    update("refs/tags/v1", UpdateKind::Create, None, Some(f.a)),
+                ],
+            )
+            .await
+            .expect("a refused ref is a result, not an error");
+        let results = outcomes(&report);
+        assert_eq!(
+            results[..2],
+            [
+                (
+                    "refs/heads/main",
+                    RefOutcome::Rejected {
+                        reason: "fetch first".to_owned(),
+                        stale: true
+                    }
+                ),
+                (
+                    "refs/heads/other",
+                    RefOutcome::Rejected {
+                        reason: "non-fast-forward".to_owned(),
+                        stale: true
+                    }
+                ),
+            ]
+        );
+        assert!(
+            matches!(results[2].1, RefOutcome::Rejected { .. }),
+            "{results:?}"
+        );
+        assert_eq!(
+            f.env.refs(&f.remote),
+            refmap(&[
+                ("refs/heads/main", theirs),
+                ("refs/heads/other", f.c),
+                ("refs/tags/v1", f.c)
+            ])
+        );
+    }
+
+    /// The remote refusing one ref of a staged push leaves the others pushed, each ref
+    /// reported; a ref already as wanted is up to date.
+    #[tokio::test]
+    async fn staged_push_reports_a_remote_rejection_and_the_others_land() {
+        let f = fixture();
+        install_hook(
+            &f.remote,
+            "update",
+            "#!/bin/sh\ncase \"$1\" in refs/heads/protected) exit 1;; esac\nexit 0\n",
+        );
+        f.seed(&[("refs/heads/same", f.b)]);
+        let url = url_of(&f.remote);
+        let report = remote(&f.local, &url)
+            .push_staged(
+                &scratch_of(&f),
+                &[
+                    update("refs/heads/main", UpdateKind::Create, None, Some(f.b)),
+                    update("refs/heads/protected", UpdateKind::Create, None, Some(f.b)),
+                    update(
+                        "refs/heads/same",
+                        UpdateKind::FastForward,
+                        Some(f.a),
+                        Some(f.b),
+                    ),
+                ],
+            )
+            .await
+            .expect("a refused ref is a result, not an error");
+        assert_eq!(
+            outcomes(&report),
+            [
+                ("refs/heads/main", RefOutcome::Done),
+                (
+                    "refs/heads/protected",
+                    RefOutcome::RemoteRejected {
+                        reason: "hook declined".to_owned(),
+                        refusal: Refusal::Permanent,
+                    }
+                ),
+                ("refs/heads/same", RefOutcome::UpToDate),
+            ]
+        );
+        assert_eq!(
+            f.env.refs(&f.remote),
+            refmap(&[("refs/heads/main", f.b), ("refs/heads/same", f.b)])
+        );
+    }
+
+    /// Many forced updates and deletes take their leases from tracking refs: the same
+    /// outcomes, a stale lease still refused, a create that finds its ref taken refused.
+    #[tokio::test]
+    async fn staged_push_with_many_leases_uses_tracking_refs_with_the_same_rules() {
+        let f = fixture();
+        let names: Vec<String> = (0..TRACKING_LEASES_FROM)
+            .map(|i| format!("refs/heads/f{i:03}"))
+            .collect();
+        let mut seed: Vec<(&str, Oid)> = names.iter().map(|n| (n.as_str(), f.b)).collect();
+        seed.extend([
+            ("refs/heads/stale", f.b),
+            ("refs/heads/gone", f.a),
+            ("refs/heads/taken", f.c),
+            ("refs/heads/main", f.a),
+            ("refs/heads/outside", f.c),
+        ]);
+        f.seed(&seed);
+        let mut updates: Vec<RefUpdate> = names
+            .iter()
+            .map(|n| update(n, UpdateKind::Force, Some(f.b), Some(f.c)))
+            .collect();
+        updates.extend([
+            // Read as A, but B on the remote now.
+            update("refs/heads/stale", UpdateKind::Force, Some(f.a), Some(f.c)),
+            update("refs/heads/gone", UpdateKind::Delete, Some(f.a), None),
+            // Read as absent, created on the remote since.
+            update("refs/heads/taken", UpdateKind::Create, None, Some(f.a)),
+            update("refs/heads/new", UpdateKind::Create, None, Some(f.a)),
+            update(
+                "refs/heads/main",
+                UpdateKind::FastForward,
+                Some(f.a),
+                Some(f.b),
+            ),
+        ]);
+        let url = url_of(&f.remote);
+        let scratch = scratch_of(&f);
+        let report = remote(&f.local, &url)
+            .push_staged(&scratch, &updates)
+            .await
+            .expect("a refused ref is a result, not an error");
+        let results = outcomes(&report);
+        for (name, outcome) in &results[..names.len()] {
+            assert_eq!(*outcome, RefOutcome::Done, "{name}");
+        }
+        let stale = RefOutcome::Rejected {
+            reason: "stale info".to_owned(),
+            stale: true,
+        };
+        assert_eq!(
+            results[names.len()..],
+            [
+                ("refs/heads/stale", stale.clone()),
+                ("refs/heads/gone", RefOutcome::Done),
+                ("refs/heads/taken", stale),
+                ("refs/heads/new", RefOutcome::Done),
+                ("refs/heads/main", RefOutcome::Done),
+            ]
+        );
+        let mut expected: Vec<(&str, Oid)> = names.iter().map(|n| (n.as_str(), f.c)).collect();
+        expected.extend([
+            ("refs/heads/stale", f.b),
+            ("refs/heads/taken", f.c),
+            ("refs/heads/new", f.a),
+            ("refs/heads/main", f.b),
+            ("refs/heads/outside", f.c),
+        ]);
+        assert_eq!(f.env.refs(&f.remote), refmap(&expected));
+        // git updated the tracking refs of what it pushed: the leases came from them.
+        let tracked = scratch.git_dir().join("refs/pushmirror-remote/heads/f000");
+        assert!(tracked.exists(), "no tracking ref written");
     }
 
     #[tokio::test]

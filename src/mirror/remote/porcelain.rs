@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use super::classify::refusal_of;
 use super::{RefOutcome, RefResult, Refusal, RemoteRefs};
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
+use crate::mirror::scratch::tracking_ref;
 use crate::mirror::url::scrub_secrets;
 
 /// The arguments of one push, and the updates that cannot be pushed at all.
@@ -60,6 +61,108 @@ pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
         }
     }
     plan
+}
+
+/// The arguments of one push from a scratch repository (see `mirror::scratch`), the refs
+/// that repository must hold for it, and the updates that cannot be pushed at all.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct StagedPushPlan {
+    pub(super) leases: Vec<String>,
+    /// The pattern refspecs of the namespaces that `staged` has refs in, then one `:<ref>`
+    /// per delete.
+    pub(super) refspecs: Vec<String>,
+    /// The refs of the scratch repository: each create, fast-forward and forced update at
+    /// its new value.
+    pub(super) staged: Vec<(String, Oid)>,
+    pub(super) invalid: Vec<RefResult>,
+}
+
+/// Returns how `updates` are pushed from a scratch repository holding exactly their new
+/// values: non-forced pattern refspecs (`refs/heads/*:refs/heads/*`, `refs/tags/*:refs/tags/*`),
+/// so creates and fast-forwards are guarded by git's own fast-forward rule, plus a
+/// `--force-with-lease=<ref>:<old>` per forced update, which alone lets git force that ref,
+/// and per delete, pushed as `:<ref>`. Never a `+` on a pattern: that would force every ref
+/// of the namespace without a lease.
+///
+/// With `by_tracking`, the leases come instead from tracking refs staged beside (the remote
+/// values as read, under `scratch::TRACKING_NAMESPACE`) through one bare
+/// `--force-with-lease`, which leases every ref of the push on its tracking ref (none: must
+/// not exist). git checks explicit leases against every remote ref, quadratically; the
+/// tracking lookup is one per ref. The push must then name the scratch repository's remote.
+pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> StagedPushPlan {
+    let mut plan = StagedPushPlan::default();
+    if by_tracking {
+        plan.leases.push("--force-with-lease".to_owned());
+        for update in updates {
+            if let Some(old) = update.old {
+                plan.staged.push((tracking_ref(&update.refname), old));
+            }
+        }
+    }
+    let mut deletes = Vec::new();
+    let (mut heads, mut tags) = (false, false);
+    for update in updates {
+        let refname = &update.refname;
+        let lease = || {
+            let old = update.old.map(|oid| oid.to_string()).unwrap_or_default();
+            format!("--force-with-lease={refname}:{old}")
+        };
+        match (update.kind, update.new) {
+            (UpdateKind::Delete, _) => {
+                if !by_tracking {
+                    plan.leases.push(lease());
+                }
+                deletes.push(format!(":{refname}"));
+                continue;
+            }
+            (kind, None) => {
+                plan.invalid.push(RefResult {
+                    refname: refname.clone(),
+                    outcome: RefOutcome::Rejected {
+                        reason: format!("nothing to push: a {kind:?} update without a new value"),
+                        stale: false,
+                    },
+                });
+                continue;
+            }
+            (UpdateKind::Force, Some(_)) if !by_tracking => plan.leases.push(lease()),
+            (UpdateKind::Force, Some(_)) => {}
+            (UpdateKind::Create | UpdateKind::FastForward, Some(_)) => {}
+        }
+        let (Some(new), true) = (update.new, staged_namespace(refname, &mut heads, &mut tags))
+        else {
+            plan.invalid.push(RefResult {
+                refname: refname.clone(),
+                outcome: RefOutcome::Rejected {
+                    reason: "not a branch or a tag".to_owned(),
+                    stale: false,
+                },
+            });
+            continue;
+        };
+        plan.staged.push((refname.clone(), new));
+    }
+    if heads {
+        plan.refspecs.push("refs/heads/*:refs/heads/*".to_owned());
+    }
+    if tags {
+        plan.refspecs.push("refs/tags/*:refs/tags/*".to_owned());
+    }
+    plan.refspecs.extend(deletes);
+    plan
+}
+
+/// Returns true, noting its namespace, if `refname` is a branch or a tag: the only refs a
+/// pattern refspec of a staged push carries.
+fn staged_namespace(refname: &str, heads: &mut bool, tags: &mut bool) -> bool {
+    if refname.starts_with("refs/heads/") {
+        *heads = true;
+    } else if refname.starts_with("refs/tags/") {
+        *tags = true;
+    } else {
+        return false;
+    }
+    true
 }
 
 /// One ref line of `git push --porcelain`: `<flag>\t<src>:<dst>\t<summary>`.
@@ -235,8 +338,10 @@ pub(super) fn collect_results(
 ) -> Vec<RefResult> {
     let mut by_ref: BTreeMap<String, RefOutcome> = BTreeMap::new();
     let mut extra = Vec::new();
+    // A set, not a scan of `updates` per result: a push may carry 100,000 refs.
+    let planned: BTreeSet<&str> = updates.iter().map(|u| u.refname.as_str()).collect();
     for result in invalid.into_iter().chain(reported) {
-        if updates.iter().any(|u| u.refname == result.refname) {
+        if planned.contains(result.refname.as_str()) {
             by_ref.entry(result.refname).or_insert(result.outcome);
         } else {
             extra.push(result);
@@ -327,6 +432,47 @@ mod tests {
             ]
         );
         assert!(plan.invalid.is_empty());
+    }
+
+    #[test]
+    fn staged_push_plan_stages_new_values_and_leases_forced_updates_and_deletes() {
+        let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
+        let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
+        let plan = plan_staged_push(
+            &[
+                update("refs/heads/new", UpdateKind::Create, None, Some(a)),
+                update("refs/heads/ff", UpdateKind::FastForward, Some(a), Some(b)),
+                update("refs/heads/forced", UpdateKind::Force, Some(b), Some(a)),
+                update("refs/tags/gone", UpdateKind::Delete, Some(a), None),
+                update("refs/notes/x", UpdateKind::Create, None, Some(a)),
+            ],
+            false,
+        );
+        assert_eq!(
+            plan.leases,
+            [
+                format!("--force-with-lease=refs/heads/forced:{b}"),
+                format!("--force-with-lease=refs/tags/gone:{a}"),
+            ]
+        );
+        // No `+`: only a lease forces; no tag pattern when no tag is staged.
+        assert_eq!(
+            plan.refspecs,
+            [
+                "refs/heads/*:refs/heads/*".to_owned(),
+                ":refs/tags/gone".to_owned()
+            ]
+        );
+        assert_eq!(
+            plan.staged,
+            [
+                ("refs/heads/new".to_owned(), a),
+                ("refs/heads/ff".to_owned(), b),
+                ("refs/heads/forced".to_owned(), a),
+            ]
+        );
+        assert_eq!(plan.invalid.len(), 1);
+        assert_eq!(plan.invalid[0].refname, "refs/notes/x");
     }
 
     #[test]
