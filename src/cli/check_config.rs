@@ -32,9 +32,8 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 }
                 return EXIT_FAILED;
             }
-            let count = config.mirrors.len();
-            let noun = if count == 1 { "mirror" } else { "mirrors" };
-            let _ = writeln!(out, "{}: ok, {count} {noun}", path.display());
+            let count = super::mirrors(config.mirrors.len());
+            let _ = writeln!(out, "{}: ok, {count}", path.display());
             EXIT_OK
         }
         Err(ConfigError::Invalid { diagnostics }) => {

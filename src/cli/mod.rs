@@ -2,6 +2,7 @@
 //! arguments and calls these; they print and never decide policy.
 
 pub mod check_config;
+pub mod contact;
 pub mod install_hook;
 pub mod reload;
 pub mod status;
@@ -20,6 +21,11 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage, configuration or connection error.
 pub const EXIT_USAGE: u8 = 2;
+
+/// Returns "1 mirror", "2 mirrors": a count of mirrors in words.
+pub fn mirrors(count: usize) -> String {
+    format!("{count} mirror{}", if count == 1 { "" } else { "s" })
+}
 
 /// Runs `work` to completion on a multi-threaded tokio runtime; returns its exit code, or 2
 /// if no runtime can be started.

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::contact::{self, Contact};
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::client::{ClientError, call};
 use crate::config::{Config, Mirror};
@@ -22,15 +23,23 @@ struct StatusDocument {
 
 /// Prints the status; returns the exit code.
 pub async fn run(
-    config: &Config,
+    contact: &Contact,
     name: Option<&str>,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let entries = match from_daemon(config, name).await {
+    let entries = match from_daemon(&contact.socket, name).await {
         Ok(Some(entries)) => entries,
         Ok(None) => {
+            let Some(config) = &contact.config else {
+                let _ = writeln!(
+                    err,
+                    "error: the daemon is not running, and the recorded status cannot be listed until {} is fixed",
+                    contact.path.display()
+                );
+                return EXIT_USAGE;
+            };
             let _ = writeln!(
                 err,
                 "pushmirror: the daemon is not running; showing the last recorded status"
@@ -42,6 +51,9 @@ pub async fn run(
         }
         Err(message) => {
             let _ = writeln!(err, "error: {message}");
+            if let Some(name) = name {
+                contact::hint_reload(contact, &[name.to_owned()], err);
+            }
             return EXIT_USAGE;
         }
     };
@@ -57,19 +69,13 @@ pub async fn run(
 
 /// Returns the daemon's answer, `None` when no daemon runs, or the error to print.
 async fn from_daemon(
-    config: &Config,
+    socket: &std::path::Path,
     name: Option<&str>,
 ) -> Result<Option<Vec<MirrorStatus>>, String> {
     let request = Request::Status {
         name: name.map(str::to_owned),
     };
-    match call(
-        &config.daemon.socket,
-        &request,
-        std::time::Duration::from_secs(10),
-    )
-    .await
-    {
+    match call(socket, &request, std::time::Duration::from_secs(10)).await {
         Ok(Response::Status { mirrors }) => Ok(Some(mirrors)),
         Err(ClientError::NotRunning { .. }) => Ok(None),
         Ok(Response::Error { message, .. }) => Err(message),

@@ -904,3 +904,80 @@ fn a_push_of_100000_refs_is_mirrored_at_once() {
     wait_mirrored(&s.env, &remote, "refs/heads/main", &commit, &daemon);
     wait_status(&s.env, "m", "finished");
 }
+
+/// SPEC.md section 2: while the file has errors, `status`, `sync` and `reload` find the
+/// socket from `[daemon]` alone, say so with the positions, and still answer.
+#[test]
+fn status_sync_and_reload_answer_while_the_file_is_broken() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    let one = mirror_toml("m", &s.repo, &Served::url(&remote), "delay = \"1h\"");
+    s.configure(&one);
+    let daemon = s.start_daemon();
+    s.env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\n\n{one}\n[[mirror]]\nname = 42\n"
+    ));
+    let config = s.env.config_path();
+    let warned = |out: &crate::support::Output| {
+        assert!(
+            out.stderr.starts_with(&format!(
+                "warning: {} has errors; the daemon runs on the configuration it last loaded\n",
+                config.display()
+            )),
+            "{out}"
+        );
+        assert!(
+            out.stderr.contains(&format!("  {}:", config.display())),
+            "{out}"
+        );
+    };
+
+    let out = s.env.pushmirror(&["status"]);
+    out.assert_success();
+    warned(&out);
+    assert!(out.stdout.lines().any(|l| l.starts_with("m ")), "{out}");
+
+    let oid = s.push("main", "one");
+    let out = s.env.pushmirror(&["sync", "m", "--wait"]);
+    out.assert_success();
+    warned(&out);
+    assert!(out.stdout.contains("m: finished"), "{out}");
+    assert_eq!(s.env.rev_parse(&remote, "refs/heads/main"), oid);
+
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_code(2);
+    warned(&out);
+    assert!(
+        out.stderr.contains("the daemon kept its configuration"),
+        "{out}"
+    );
+    drop(daemon);
+}
+
+/// A mirror added to the file but not yet loaded: `sync` suggests `pushmirror reload`.
+#[test]
+fn sync_of_a_name_only_the_file_knows_suggests_reload() {
+    let s = Served::new();
+    let one = mirror_toml("m", &s.repo, &Served::url(&s.remote("m")), "");
+    s.configure(&one);
+    let _daemon = s.start_daemon();
+    let two = format!(
+        "{one}{}",
+        mirror_toml("n", &s.repo, &Served::url(&s.remote("n")), "")
+    );
+    s.env
+        .write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{two}"));
+    let out = s.env.pushmirror(&["sync", "n"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("no mirror named \"n\""), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "hint: n is in {} but not in the configuration the daemon runs on; run 'pushmirror reload'",
+            s.env.config_path().display()
+        )),
+        "{out}"
+    );
+    let out = s.env.pushmirror(&["sync", "typo"]);
+    out.assert_code(2);
+    assert!(!out.stderr.contains("hint:"), "{out}");
+}
