@@ -981,3 +981,24 @@ fn sync_of_a_name_only_the_file_knows_suggests_reload() {
     out.assert_code(2);
     assert!(!out.stderr.contains("hint:"), "{out}");
 }
+
+/// Each notification the daemon takes in is logged at info level, with the repository and
+/// how many refs it names.
+#[test]
+fn each_notification_is_logged_with_its_repository_and_ref_count() {
+    let s = Served::new();
+    s.configure_one("delay = \"1h\"");
+    let daemon = s.start_daemon();
+    s.push("main", "one");
+    let repo = s.repo.canonicalize().expect("canonical repository");
+    wait_until("the notification is logged", SOON, || {
+        let log = daemon.log();
+        let logged = log.lines().any(|line| {
+            line.contains("INFO")
+                && line.contains("notification taken in")
+                && line.contains(&format!("repo={}", repo.display()))
+                && line.contains("refs=1")
+        });
+        if logged { Ok(()) } else { Err(log) }
+    });
+}
