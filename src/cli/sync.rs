@@ -11,8 +11,8 @@ use crate::protocol::{Request, Response, SyncStatus, SyncTarget};
 /// How long `--wait` waits at most: longer than any update's timeout.
 const WAIT_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
-/// Forces the updates; returns 0 on success, 1 if an awaited update failed, 2 for usage or
-/// connection errors.
+/// Forces the updates; returns 0 on success, 1 if an awaited update failed (also when the
+/// daemon will retry it: the line then says when), 2 for usage or connection errors.
 pub async fn run(
     contact: &Contact,
     target: SyncTarget,
@@ -36,8 +36,27 @@ pub async fn run(
     match call(&contact.socket, &Request::Sync { target, wait }, limit).await {
         Ok(Response::Synced { mirrors }) => {
             let mut code = EXIT_OK;
+            let now = std::time::SystemTime::now();
             for result in mirrors {
-                let _ = writeln!(out, "{}: {}", result.name, result.update_status);
+                // A failure the daemon will retry says when: it is not the end.
+                match result
+                    .next_update_at
+                    .filter(|_| result.update_status == SyncStatus::ToRetry)
+                {
+                    Some(at) => {
+                        let _ = writeln!(
+                            out,
+                            "{}: {}, will retry {} ({})",
+                            result.name,
+                            result.update_status,
+                            super::status::until(at, now),
+                            at.rfc3339()
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{}: {}", result.name, result.update_status);
+                    }
+                }
                 if wait && result.update_status != SyncStatus::Finished {
                     code = EXIT_FAILED;
                 }

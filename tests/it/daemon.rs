@@ -1002,3 +1002,59 @@ fn each_notification_is_logged_with_its_repository_and_ref_count() {
         if logged { Ok(()) } else { Err(log) }
     });
 }
+
+/// The table fits `$COLUMNS` and shows NEXT; piped without it, nothing is shortened;
+/// `status NAME` shows every field; `sync --wait` on a failure that will be retried says when.
+#[test]
+fn status_table_details_and_a_waited_sync_that_will_retry() {
+    let s = Served::new();
+    s.env.make_commit_on(&s.repo, None, "c");
+    let long = "srv/a/rather/long/path/to/the/repositories/of/the/department";
+    let repo = s.env.bare_repo(format!("{long}/app.git"));
+    s.env.make_commit_on(&repo, None, "c");
+    // Connection refused: a network error, transient, so retried after a backoff.
+    let mirrors = mirror_toml(
+        "flaky",
+        &repo,
+        "http://127.0.0.1:9/group/sub/project.git",
+        "retries = 3",
+    );
+    s.configure(&mirrors);
+    let daemon = s.start_daemon();
+
+    let out = s.env.pushmirror(&["sync", "flaky", "--wait"]);
+    out.assert_code(1);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("flaky: to_retry, will retry in "),
+        "{out}\n--- daemon log ---\n{}",
+        daemon.log()
+    );
+
+    let out = s.env.pushmirror_with_env(&[("COLUMNS", "80")], &["status"]);
+    out.assert_success();
+    for line in out.stdout.lines() {
+        assert!(line.chars().count() <= 80, "{line}\n{out}");
+    }
+    assert!(out.stdout.contains("retry in "), "{out}");
+    // The repository loses its start at a `/`; the URL's host is never cut.
+    assert!(
+        out.stdout
+            .contains("  …/of/the/department/app.git -> http://127.0.0.1:9/"),
+        "{out}"
+    );
+    let piped = s.env.pushmirror(&["status"]);
+    assert!(piped.stdout.contains(&format!("{long}/app.git")), "{piped}");
+    assert!(!piped.stdout.contains('…'), "{piped}");
+
+    let out = s.env.pushmirror(&["status", "flaky"]);
+    out.assert_success();
+    for field in [
+        "name:                flaky\n",
+        "status:              to_retry\n",
+        "next update:         retry in ",
+        "history (newest first):\n",
+    ] {
+        assert!(out.stdout.contains(field), "{field:?}\n{out}");
+    }
+}
