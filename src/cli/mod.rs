@@ -51,3 +51,13 @@ fn report_unwanted(answer: Result<Response, ClientError>, err: &mut dyn Write) -
     };
     EXIT_USAGE
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_mirror_is_singular() {
+        assert_eq!(super::mirrors(0), "0 mirrors");
+        assert_eq!(super::mirrors(1), "1 mirror");
+        assert_eq!(super::mirrors(2), "2 mirrors");
+    }
+}
