@@ -125,12 +125,12 @@ fn run(command: Command, path: &Path) -> u8 {
                 (false, Some(repo)) => SyncTarget::Repo(repo),
                 (false, None) => SyncTarget::Mirrors(names),
             };
-            with_config(path, "warn", |config| {
-                cli::block_on(cli::sync::run(&config, target, wait, &mut out, &mut err))
+            with_daemon(path, |contact| {
+                cli::block_on(cli::sync::run(&contact, target, wait, &mut out, &mut err))
             })
         }
-        Command::Reload => with_config(path, "warn", |config| {
-            cli::block_on(cli::reload::run(&config, &mut out, &mut err))
+        Command::Reload => with_daemon(path, |contact| {
+            cli::block_on(cli::reload::run(&contact, &mut out, &mut err))
         }),
         Command::Update { names, all } => {
             let selection = if all {
@@ -142,9 +142,9 @@ fn run(command: Command, path: &Path) -> u8 {
                 cli::block_on(cli::update::run(&config, selection, &mut out, &mut err))
             })
         }
-        Command::Status { name, json } => with_config(path, "warn", |config| {
+        Command::Status { name, json } => with_daemon(path, |contact| {
             cli::block_on(cli::status::run(
-                &config,
+                &contact,
                 name.as_deref(),
                 json,
                 &mut out,
@@ -167,6 +167,22 @@ fn with_config(path: &Path, default_level: &str, command: impl FnOnce(Config) ->
     init_logging(config.daemon.log_format, default_level);
     pushmirror::mirror::init_libgit2();
     command(config)
+}
+
+/// Finds the daemon configured at `path` and runs `command`, which only talks to it; a file
+/// with errors is reported and does not stop it (SPEC.md section 2). Exit code 2 if not even
+/// the `[daemon]` table can be read.
+fn with_daemon(path: &Path, command: impl FnOnce(cli::contact::Contact) -> u8) -> u8 {
+    let contact = match cli::contact::find(path, &mut std::io::stderr()) {
+        Ok(contact) => contact,
+        Err(code) => return code,
+    };
+    let format = contact
+        .config
+        .as_ref()
+        .map_or(LogFormat::Text, |c| c.daemon.log_format);
+    init_logging(format, "warn");
+    command(contact)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `default_level`), as text or JSON.

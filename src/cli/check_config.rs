@@ -3,16 +3,21 @@
 //! Stricter than the daemon on purpose: problems that the daemon tolerates because they only
 //! concern one mirror (`Config::mirror_problems`: a missing repository, an unsupported URL
 //! scheme, a badly protected password file) are errors here, so that an operator finds them
-//! before the mirror fails. Output goes to the writers it is given, so tests need no process.
+//! before the mirror fails. The exit status keeps the two apart: 2 for a file the daemon
+//! cannot load (it would not start, or a reload would be refused), 1 for a file it loads
+//! while some mirrors cannot update, so that the unit's `ExecStartPre` refuses only the
+//! first and one bad mirror never stops all the others. Output goes to the writers it is
+//! given, so tests need no process.
 
 use std::io::Write;
 use std::path::Path;
 
-use super::{EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 
 /// Validates the configuration at `path`, writing a one-line summary to `out` or every error
-/// to `err` (warnings go to `err` too). Returns the exit code: 0 if valid, 2 otherwise.
+/// to `err` (warnings go to `err` too). Returns the exit code: 0 if valid, 1 if the daemon
+/// loads it but some mirrors have problems (each listed), 2 if the daemon cannot load it.
 pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     // A failed write (e.g. a closed pipe) cannot be reported anywhere better; the exit code
     // still says what happened.
@@ -25,11 +30,10 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
                 for problem in &config.mirror_problems {
                     let _ = writeln!(err, "error: {problem}");
                 }
-                return EXIT_USAGE;
+                return EXIT_FAILED;
             }
-            let count = config.mirrors.len();
-            let noun = if count == 1 { "mirror" } else { "mirrors" };
-            let _ = writeln!(out, "{}: ok, {count} {noun}", path.display());
+            let count = super::mirrors(config.mirrors.len());
+            let _ = writeln!(out, "{}: ok, {count}", path.display());
             EXIT_OK
         }
         Err(ConfigError::Invalid { diagnostics }) => {
@@ -96,7 +100,8 @@ mod tests {
             "[[mirror]]\nname = \"app\"\nrepo = \"missing.git\"\n\
              url = \"https://bot:s3cret@example.com/app.git\"\n",
         );
-        assert_eq!(code, 2);
+        // 1, not 2: the daemon loads the file (issue 12, point 2).
+        assert_eq!(code, 1);
         assert_eq!(out, "");
         assert!(!err.contains("s3cret"), "{err}");
         let lines: Vec<&str> = err.lines().collect();

@@ -2,6 +2,7 @@
 //! arguments and calls these; they print and never decide policy.
 
 pub mod check_config;
+pub mod contact;
 pub mod detect_host_keys;
 pub mod install_hook;
 pub mod reload;
@@ -22,6 +23,11 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage, configuration or connection error.
 pub const EXIT_USAGE: u8 = 2;
+
+/// Returns "1 mirror", "2 mirrors": a count of mirrors in words.
+pub fn mirrors(count: usize) -> String {
+    format!("{count} mirror{}", if count == 1 { "" } else { "s" })
+}
 
 /// Runs `work` to completion on a multi-threaded tokio runtime; returns its exit code, or 2
 /// if no runtime can be started.
@@ -46,4 +52,14 @@ fn report_unwanted(answer: Result<Response, ClientError>, err: &mut dyn Write) -
         Err(e) => writeln!(err, "error: {}", chain(&e)),
     };
     EXIT_USAGE
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_mirror_is_singular() {
+        assert_eq!(super::mirrors(0), "0 mirrors");
+        assert_eq!(super::mirrors(1), "1 mirror");
+        assert_eq!(super::mirrors(2), "2 mirrors");
+    }
 }

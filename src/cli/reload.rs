@@ -4,18 +4,18 @@
 use std::io::Write;
 use std::time::Duration;
 
+use super::contact::Contact;
 use super::{EXIT_OK, EXIT_USAGE};
 use crate::client::call;
-use crate::config::Config;
 use crate::protocol::{Request, Response};
 
 /// Returns 0 when the new configuration is in force, 2 when it was rejected or the daemon
 /// could not be reached.
-pub async fn run(config: &Config, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub async fn run(contact: &Contact, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let timeout = Duration::from_secs(30);
-    match call(&config.daemon.socket, &Request::Reload, timeout).await {
+    match call(&contact.socket, &Request::Reload, timeout).await {
         Ok(Response::Reloaded { mirrors }) => {
-            let _ = writeln!(out, "configuration reloaded: {mirrors} mirrors");
+            let _ = writeln!(out, "configuration reloaded: {}", super::mirrors(mirrors));
             EXIT_OK
         }
         Ok(Response::Error { message, .. }) => {

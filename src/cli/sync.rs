@@ -3,18 +3,18 @@
 use std::io::Write;
 use std::time::Duration;
 
+use super::contact::{self, Contact};
 use super::{EXIT_FAILED, EXIT_OK};
 use crate::client::call;
-use crate::config::Config;
 use crate::protocol::{Request, Response, SyncStatus, SyncTarget};
 
 /// How long `--wait` waits at most: longer than any update's timeout.
 const WAIT_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
-/// Forces the updates; returns 0 on success, 1 if an awaited update failed, 2 for usage or
-/// connection errors.
+/// Forces the updates; returns 0 on success, 1 if an awaited update failed (also when the
+/// daemon will retry it: the line then says when), 2 for usage or connection errors.
 pub async fn run(
-    config: &Config,
+    contact: &Contact,
     target: SyncTarget,
     wait: bool,
     out: &mut dyn Write,
@@ -24,22 +24,39 @@ pub async fn run(
         SyncTarget::Repo(path) => SyncTarget::Repo(crate::paths::canonical(&path)),
         other => other,
     };
+    let names = match &target {
+        SyncTarget::Mirrors(names) => names.clone(),
+        _ => Vec::new(),
+    };
     let limit = if wait {
         WAIT_LIMIT
     } else {
         Duration::from_secs(30)
     };
-    match call(
-        &config.daemon.socket,
-        &Request::Sync { target, wait },
-        limit,
-    )
-    .await
-    {
+    match call(&contact.socket, &Request::Sync { target, wait }, limit).await {
         Ok(Response::Synced { mirrors }) => {
             let mut code = EXIT_OK;
+            let now = std::time::SystemTime::now();
             for result in mirrors {
-                let _ = writeln!(out, "{}: {}", result.name, result.update_status);
+                // A failure the daemon will retry says when: it is not the end.
+                match result
+                    .next_update_at
+                    .filter(|_| result.update_status == SyncStatus::ToRetry)
+                {
+                    Some(at) => {
+                        let _ = writeln!(
+                            out,
+                            "{}: {}, will retry {} ({})",
+                            result.name,
+                            result.update_status,
+                            super::status::until(at, now),
+                            at.rfc3339()
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{}: {}", result.name, result.update_status);
+                    }
+                }
                 if wait && result.update_status != SyncStatus::Finished {
                     code = EXIT_FAILED;
                 }
@@ -51,6 +68,10 @@ pub async fn run(
             }
             code
         }
-        other => super::report_unwanted(other, err),
+        other => {
+            let code = super::report_unwanted(other, err);
+            contact::hint_reload(contact, &names, err);
+            code
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 mod duration;
 mod error;
+mod lenient;
 mod pattern;
 mod raw;
 mod validate;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Diagnostic, MirrorProblem};
+pub use lenient::{DaemonPaths, DaemonPathsError, daemon_paths};
 pub use pattern::BranchPattern;
 
 use crate::mirror::url::RemoteUrl;

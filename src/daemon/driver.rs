@@ -178,10 +178,18 @@ impl Daemon {
         let Some(tracked) = self.mirrors.get_mut(&name) else {
             return; // removed by a reload meanwhile
         };
-        let due = tracked.schedule.end(Instant::now(), ended);
-        if result.update_status == SyncStatus::ToRetry && due.is_none() {
-            // Nothing follows (no retry left): what the waiters asked for failed.
-            result.update_status = SyncStatus::Failed;
+        let now = Instant::now();
+        let due = tracked.schedule.end(now, ended);
+        if result.update_status == SyncStatus::ToRetry {
+            match due {
+                // The waiters are told when the retry comes, as `status` would say.
+                Some(due) => {
+                    let wait = due.saturating_duration_since(now);
+                    result.next_update_at = Some(Timestamp::now().saturating_add(wait));
+                }
+                // Nothing follows (no retry left): what the waiters asked for failed.
+                None => result.update_status = SyncStatus::Failed,
+            }
         }
         for waiter in tracked.waiting_running.drain(..) {
             let _ = waiter.send(result.clone());
@@ -227,6 +235,7 @@ fn ending(
         name: name.to_string(),
         update_status,
         last_error,
+        next_update_at: None,
     };
     match outcome {
         Ok(JobOutcome::Ran { state, .. }) => (

@@ -59,6 +59,7 @@ impl Tracked {
                 name: name.to_string(),
                 update_status: SyncStatus::Removed,
                 last_error: Some("the mirror was removed from the configuration".into()),
+                next_update_at: None,
             });
         }
     }

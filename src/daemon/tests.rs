@@ -591,6 +591,30 @@ async fn values_past_every_bound_never_panic_the_daemon() {
     h.stop().await;
 }
 
+/// A transient end with a retry left: the waiting caller hears `to_retry` and when the retry
+/// comes, the time `status` shows too.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_of_a_transient_end_with_retries_hears_when_it_retries() {
+    let mut h = Harness::start(&[("a", "ra.git", "retries = 2")], 1).await;
+    let waiter = h.sync_waiting("a");
+    h.next_start().await.busy();
+    let result = match waiter.await.expect("the waiter runs") {
+        Ok(Response::Synced { mirrors }) => mirrors.into_iter().next().expect("one mirror"),
+        other => panic!("sync --wait: {other:?}"),
+    };
+    assert_eq!(result.update_status, SyncStatus::ToRetry, "{result:?}");
+    let at = result.next_update_at.expect("next_update_at of a retry");
+    let status = h.status("a").await;
+    let shown = status.next_update_at.expect("status shows the retry");
+    // Both read the wall clock at slightly different moments.
+    let apart = shown
+        .0
+        .duration_since(at.0)
+        .unwrap_or_else(|e| e.duration());
+    assert!(apart < Duration::from_secs(5), "{at:?} {shown:?}");
+    h.stop().await;
+}
+
 /// A transient end with no retry left is the end: a waiting caller hears `failed`, not
 /// `to_retry` (nothing more will run for it).
 #[tokio::test(start_paused = true)]

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::{self, ClientError};
-use crate::config;
+use crate::config::{self, DaemonPaths, DaemonPathsError};
 use crate::protocol::{
     Notification, RefChange, Request, Response, SMALL_REQUEST_BYTES, encode_request,
 };
@@ -95,15 +95,28 @@ pub async fn run(
     cwd: PathBuf,
     err: &mut dyn Write,
 ) -> u8 {
-    run_with_budget(config_path, input, git_dir, cwd, NOTIFY_BUDGET, err).await
+    let hook = Hook {
+        budget: NOTIFY_BUDGET,
+        fallback: DaemonPaths::defaults(),
+    };
+    run_with(config_path, input, git_dir, cwd, hook, err).await
 }
 
-async fn run_with_budget(
+/// What the hook is given besides its input: the daemon's time to answer, and where to
+/// look for the daemon when the configuration file cannot be read at all.
+struct Hook {
+    budget: Duration,
+    /// The default state directory and socket in production ([`DaemonPaths::defaults`]);
+    /// a temporary directory in tests.
+    fallback: DaemonPaths,
+}
+
+async fn run_with(
     config_path: &Path,
     input: &[u8],
     git_dir: Option<OsString>,
     cwd: PathBuf,
-    budget: Duration,
+    hook: Hook,
     err: &mut dyn Write,
 ) -> u8 {
     let repo = repository(git_dir, &cwd);
@@ -112,7 +125,7 @@ async fn run_with_budget(
         input.to_vec(),
         repo.clone(),
         cwd,
-        budget,
+        hook,
     ));
     let report = match work.await {
         Ok(report) => report,
@@ -154,7 +167,7 @@ async fn notify(
     input: Vec<u8>,
     repo: PathBuf,
     cwd: PathBuf,
-    budget: Duration,
+    hook: Hook,
 ) -> Report {
     let (refs, skipped) = parse_input(&input);
     let mut report = Report {
@@ -165,8 +178,13 @@ async fn notify(
         return report;
     }
     let config_path = cwd.join(config_path);
-    let paths = match daemon_paths(&config_path) {
-        Ok(paths) => paths,
+    // A file this user cannot read (or that is missing) still leaves the default places to
+    // try: the push is recorded there if it can be, and the pusher is told what to fix.
+    let (paths, fix) = match config::daemon_paths(&config_path) {
+        Ok(paths) => (paths, None),
+        Err(DaemonPathsError::Read { path, source }) => {
+            (hook.fallback, Some(what_to_fix(&path, &source)))
+        }
         Err(reason) => {
             report.outcome = Some(format!(
                 "pushmirror: cannot find the mirror daemon: {reason}; run 'pushmirror sync --repo {}' once the configuration is fixed",
@@ -177,8 +195,16 @@ async fn notify(
     };
     let notification = notification_within(repo, refs, SMALL_REQUEST_BYTES);
     let request = Request::Notify(notification.clone());
-    let reason = match client::call(&paths.socket, &request, budget).await {
-        Ok(Response::Notified { .. }) => return report,
+    let reason = match client::call(&paths.socket, &request, hook.budget).await {
+        Ok(Response::Notified { .. }) => {
+            report.outcome = fix.map(|fix| {
+                format!(
+                    "pushmirror: {fix}; the daemon at the default socket {} took the push",
+                    paths.socket.display()
+                )
+            });
+            return report;
+        }
         Ok(Response::Error { kind, message }) => format!("{}: {message}", kind_name(kind)),
         Ok(other) => format!("unexpected answer {other:?}"),
         Err(e) => client_reason(&e),
@@ -187,20 +213,57 @@ async fn notify(
     let repo = notification.repo.clone();
     let spooled =
         tokio::task::spawn_blocking(move || spool::write(&state_dir, &notification)).await;
-    report.outcome = Some(match spooled {
+    let outcome = match spooled {
+        // Shown canonical: the file exists, and `..` or a link in a configured path would
+        // only make it harder to find.
+        Ok(Ok(file)) if fix.is_some() => format!(
+            "the push was queued in the default spool as {}",
+            crate::paths::canonical(&file).display()
+        ),
         Ok(Ok(file)) => format!(
-            "pushmirror: the mirror daemon did not answer ({reason}); the push was queued in {} and will be mirrored when it runs",
-            file.display()
+            "the mirror daemon did not answer ({reason}); the push was queued in {} and will be mirrored when it runs",
+            crate::paths::canonical(&file).display()
         ),
         Ok(Err(e)) => not_queued(&reason, &crate::error::chain(&e), &repo),
         Err(e) => not_queued(&reason, &format!("internal error: {e}"), &repo),
+    };
+    report.outcome = Some(match fix {
+        Some(fix) => format!("pushmirror: {fix}; {outcome}"),
+        None => format!("pushmirror: {outcome}"),
     });
     report
 }
 
+/// Returns what the operator must fix when the hook cannot read the configuration file:
+/// one clause, for the one line the hook prints.
+fn what_to_fix(path: &Path, error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => format!(
+            "user {} cannot read {} (permission denied): add it to the group that owns the file (the daemon's group), or make the file readable by it",
+            this_user(),
+            path.display()
+        ),
+        std::io::ErrorKind::NotFound => format!(
+            "{} does not exist: create it, or point PUSHMIRROR_CONFIG in the hook's environment at the daemon's file",
+            path.display()
+        ),
+        _ => format!("cannot read {}: {error}", path.display()),
+    }
+}
+
+/// Returns the name of the user the hook runs as, for messages: `$USER`, else `$LOGNAME`,
+/// else the numeric id.
+fn this_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::geteuid() }))
+}
+
 fn not_queued(reason: &str, spool_reason: &str, repo: &Path) -> String {
     format!(
-        "pushmirror: cannot notify the mirror daemon ({reason}) nor queue the push ({spool_reason}); run 'pushmirror sync --repo {}' when it is back",
+        "cannot notify the mirror daemon ({reason}) nor queue the push ({spool_reason}); run 'pushmirror sync --repo {}' when it is back",
         repo.display()
     )
 }
@@ -225,63 +288,6 @@ fn repository(git_dir: Option<OsString>, cwd: &Path) -> PathBuf {
         _ => cwd.to_owned(),
     };
     crate::paths::canonical(&path)
-}
-
-/// The two paths the hook needs from the configuration.
-#[derive(Debug, PartialEq, Eq)]
-struct DaemonPaths {
-    state_dir: PathBuf,
-    socket: PathBuf,
-}
-
-/// Reads `[daemon] state_dir` and `socket` from the file at `config_path` (absolute),
-/// leniently: anything else in the file, valid or not, is ignored, and values of the wrong
-/// type take their defaults. Fails only when the file cannot be read or is not TOML.
-fn daemon_paths(config_path: &Path) -> Result<DaemonPaths, String> {
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    // A server with thousands of mirrors has a large file; only `[daemon]` matters here, so
-    // parse that table's text alone when it can be cut out cleanly.
-    let cut = daemon_table_text(&text).and_then(|t| t.parse::<toml::Table>().ok());
-    let table: toml::Table = match cut {
-        Some(table) => Ok(table),
-        None => text.parse(),
-    }
-    .map_err(|e: toml::de::Error| {
-        let first = e.to_string();
-        let first = first.lines().next().unwrap_or("").to_owned();
-        format!("{} is not valid TOML ({first})", config_path.display())
-    })?;
-    let base = config_path.parent().unwrap_or(Path::new("/"));
-    let daemon = table.get("daemon").and_then(toml::Value::as_table);
-    let path_of = |key: &str| {
-        daemon
-            .and_then(|d| d.get(key))
-            .and_then(toml::Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(|s| crate::paths::resolve(base, s))
-    };
-    let state_dir =
-        path_of("state_dir").unwrap_or_else(|| PathBuf::from(config::DEFAULT_STATE_DIR));
-    let socket = path_of("socket").unwrap_or_else(|| config::default_socket(&state_dir));
-    Ok(DaemonPaths { state_dir, socket })
-}
-
-/// Returns the `[daemon]` table of a configuration file's text, header included: from its
-/// header line to the next table header. `None` if there is no such header line.
-fn daemon_table_text(text: &str) -> Option<String> {
-    let mut lines = text.lines();
-    lines.by_ref().find(|line| {
-        let line = line.trim_start();
-        line.strip_prefix("[daemon]")
-            .is_some_and(|rest| rest.trim_start().is_empty() || rest.trim_start().starts_with('#'))
-    })?;
-    let mut table = String::from("[daemon]\n");
-    for line in lines.take_while(|line| !line.trim_start().starts_with('[')) {
-        table.push_str(line);
-        table.push('\n');
-    }
-    Some(table)
 }
 
 /// Returns the notification of `refs` in `repo`, at most `limit` bytes on the wire
@@ -440,18 +446,6 @@ mod proptests;
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn the_daemon_table_is_cut_out_of_a_large_file() {
-        let text = "# comment\n[daemon] # the daemon\nstate_dir = \"s\"\nsocket = \"s/c.sock\"\n\n\
-                    [[mirror]]\nname = \"a\"\n";
-        assert_eq!(
-            daemon_table_text(text).as_deref(),
-            Some("[daemon]\nstate_dir = \"s\"\nsocket = \"s/c.sock\"\n\n")
-        );
-        assert_eq!(daemon_table_text("[[mirror]]\nname = \"a\"\n"), None);
-    }
-
     use super::*;
     use crate::protocol::ErrorKind;
     use crate::protocol::{LineRead, MAX_REQUEST_BYTES, read_line_bounded};
@@ -488,18 +482,29 @@ mod tests {
             self.state().join("control.sock")
         }
 
+        /// The default paths of this setup: `default-state/` beside the configuration.
+        fn fallback(&self) -> DaemonPaths {
+            let state_dir = self.dir.path().join("default-state");
+            let socket = config::default_socket(&state_dir);
+            DaemonPaths { state_dir, socket }
+        }
+
         fn spooled(&self) -> Vec<spool::Spooled> {
             spool::read_all(&self.state())
         }
 
         async fn run(&self, input: &str, budget: Duration) -> String {
             let mut err = Vec::new();
-            let code = run_with_budget(
+            let hook = Hook {
+                budget,
+                fallback: self.fallback(),
+            };
+            let code = run_with(
                 &self.config,
                 input.as_bytes(),
                 Some(".".into()),
                 self.repo.clone(),
-                budget,
+                hook,
                 &mut err,
             )
             .await;
@@ -695,36 +700,6 @@ mod tests {
         assert!(names.len() > 300, "{}", names.len());
     }
 
-    #[test]
-    fn config_is_read_leniently() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let config = dir.path().join("pm.toml");
-        std::fs::write(
-            &config,
-            "[daemon]\nstate_dir = \"st\"\nbogus = 1\n[[mirror]]\nname = 3\n",
-        )
-        .expect("write");
-        assert_eq!(
-            daemon_paths(&config),
-            Ok(DaemonPaths {
-                state_dir: dir.path().join("st"),
-                socket: dir.path().join("st/control.sock"),
-            })
-        );
-        std::fs::write(&config, "[daemon]\nsocket = \"/run/pm.sock\"\n").expect("write");
-        assert_eq!(
-            daemon_paths(&config),
-            Ok(DaemonPaths {
-                state_dir: PathBuf::from(config::DEFAULT_STATE_DIR),
-                socket: PathBuf::from("/run/pm.sock"),
-            })
-        );
-        std::fs::write(&config, "[daemon\n").expect("write");
-        let error = daemon_paths(&config).expect_err("not TOML");
-        assert!(error.contains("is not valid TOML"), "{error}");
-        assert!(!error.contains('\n'), "{error}");
-    }
-
     #[tokio::test]
     async fn no_daemon_means_spooled_with_one_line() {
         let setup = Setup::new("");
@@ -808,6 +783,40 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("sync --repo"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_config_it_cannot_read_still_records_the_push_in_the_default_spool() {
+        let setup = Setup::new("");
+        std::fs::remove_file(&setup.config).expect("remove config");
+        let fallback = setup.fallback();
+        std::fs::create_dir(&fallback.state_dir).expect("default state dir");
+        let err = setup.run(&input(), Duration::from_secs(1)).await;
+        let spooled = spool::read_all(&fallback.state_dir);
+        assert_eq!(spooled.len(), 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "pushmirror: {} does not exist: create it, or point PUSHMIRROR_CONFIG in the hook's environment at the daemon's file; the push was queued in the default spool as {}",
+                setup.config.display(),
+                spooled[0].path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_config_without_read_permission_says_whom_to_add_to_the_group() {
+        let error = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let fix = what_to_fix(Path::new("/etc/pushmirror/pushmirror.toml"), &error);
+        assert!(
+            fix.starts_with(&format!(
+                "user {} cannot read /etc/pushmirror/pushmirror.toml (permission denied): add it to the group",
+                this_user()
+            )),
+            "{fix}"
+        );
+        assert!(!fix.contains('\n'), "{fix}");
     }
 
     #[tokio::test]

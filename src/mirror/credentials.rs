@@ -28,7 +28,8 @@ pub enum CredentialError {
     TooOpen { path: PathBuf, mode: u32 },
     #[error("password_file {path} is empty")]
     Empty { path: PathBuf },
-    #[error("password_env {name} is not set in the daemon's environment")]
+    /// Worded for both processes that update: the daemon, and `pushmirror update`.
+    #[error("password_env {name} is not set in the environment of the process that ran the update")]
     EnvMissing { name: String },
     #[error("a password is configured but no username: set `username` for this mirror")]
     NoUsername,

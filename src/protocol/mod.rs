@@ -133,6 +133,10 @@ pub struct SyncResult {
     pub name: String,
     pub update_status: SyncStatus,
     pub last_error: Option<String>,
+    /// When the daemon will try again, for a waited update that ended `to_retry`. Absent
+    /// otherwise, and from daemons older than this field (readers default it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_update_at: Option<Timestamp>,
 }
 
 /// The `update_status` of a [`SyncResult`]: a mirror's [`UpdateStatus`], or one of the two

@@ -904,3 +904,157 @@ fn a_push_of_100000_refs_is_mirrored_at_once() {
     wait_mirrored(&s.env, &remote, "refs/heads/main", &commit, &daemon);
     wait_status(&s.env, "m", "finished");
 }
+
+/// SPEC.md section 2: while the file has errors, `status`, `sync` and `reload` find the
+/// socket from `[daemon]` alone, say so with the positions, and still answer.
+#[test]
+fn status_sync_and_reload_answer_while_the_file_is_broken() {
+    let s = Served::new();
+    let remote = s.remote("m");
+    let one = mirror_toml("m", &s.repo, &Served::url(&remote), "delay = \"1h\"");
+    s.configure(&one);
+    let daemon = s.start_daemon();
+    s.env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\n\n{one}\n[[mirror]]\nname = 42\n"
+    ));
+    let config = s.env.config_path();
+    let warned = |out: &crate::support::Output| {
+        assert!(
+            out.stderr.starts_with(&format!(
+                "warning: {} has errors; the daemon runs on the configuration it last loaded\n",
+                config.display()
+            )),
+            "{out}"
+        );
+        assert!(
+            out.stderr.contains(&format!("  {}:", config.display())),
+            "{out}"
+        );
+    };
+
+    let out = s.env.pushmirror(&["status"]);
+    out.assert_success();
+    warned(&out);
+    assert!(out.stdout.lines().any(|l| l.starts_with("m ")), "{out}");
+
+    let oid = s.push("main", "one");
+    let out = s.env.pushmirror(&["sync", "m", "--wait"]);
+    out.assert_success();
+    warned(&out);
+    assert!(out.stdout.contains("m: finished"), "{out}");
+    assert_eq!(s.env.rev_parse(&remote, "refs/heads/main"), oid);
+
+    let out = s.env.pushmirror(&["reload"]);
+    out.assert_code(2);
+    warned(&out);
+    assert!(
+        out.stderr.contains("the daemon kept its configuration"),
+        "{out}"
+    );
+    drop(daemon);
+}
+
+/// A mirror added to the file but not yet loaded: `sync` suggests `pushmirror reload`.
+#[test]
+fn sync_of_a_name_only_the_file_knows_suggests_reload() {
+    let s = Served::new();
+    let one = mirror_toml("m", &s.repo, &Served::url(&s.remote("m")), "");
+    s.configure(&one);
+    let _daemon = s.start_daemon();
+    let two = format!(
+        "{one}{}",
+        mirror_toml("n", &s.repo, &Served::url(&s.remote("n")), "")
+    );
+    s.env
+        .write_config(&format!("[daemon]\nstate_dir = \"state\"\n\n{two}"));
+    let out = s.env.pushmirror(&["sync", "n"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("no mirror named \"n\""), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "hint: n is in {} but not in the configuration the daemon runs on; run 'pushmirror reload'",
+            s.env.config_path().display()
+        )),
+        "{out}"
+    );
+    let out = s.env.pushmirror(&["sync", "typo"]);
+    out.assert_code(2);
+    assert!(!out.stderr.contains("hint:"), "{out}");
+}
+
+/// Each notification the daemon takes in is logged at info level, with the repository and
+/// how many refs it names.
+#[test]
+fn each_notification_is_logged_with_its_repository_and_ref_count() {
+    let s = Served::new();
+    s.configure_one("delay = \"1h\"");
+    let daemon = s.start_daemon();
+    s.push("main", "one");
+    let repo = s.repo.canonicalize().expect("canonical repository");
+    wait_until("the notification is logged", SOON, || {
+        let log = daemon.log();
+        let logged = log.lines().any(|line| {
+            line.contains("INFO")
+                && line.contains("notification taken in")
+                && line.contains(&format!("repo={}", repo.display()))
+                && line.contains("refs=1")
+        });
+        if logged { Ok(()) } else { Err(log) }
+    });
+}
+
+/// The table fits `$COLUMNS` and shows NEXT; piped without it, nothing is shortened;
+/// `status NAME` shows every field; `sync --wait` on a failure that will be retried says when.
+#[test]
+fn status_table_details_and_a_waited_sync_that_will_retry() {
+    let s = Served::new();
+    s.env.make_commit_on(&s.repo, None, "c");
+    let long = "srv/a/rather/long/path/to/the/repositories/of/the/department";
+    let repo = s.env.bare_repo(format!("{long}/app.git"));
+    s.env.make_commit_on(&repo, None, "c");
+    // Connection refused: a network error, transient, so retried after a backoff.
+    let mirrors = mirror_toml(
+        "flaky",
+        &repo,
+        "http://127.0.0.1:9/group/sub/project.git",
+        "retries = 3",
+    );
+    s.configure(&mirrors);
+    let daemon = s.start_daemon();
+
+    let out = s.env.pushmirror(&["sync", "flaky", "--wait"]);
+    out.assert_code(1);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("flaky: to_retry, will retry in "),
+        "{out}\n--- daemon log ---\n{}",
+        daemon.log()
+    );
+
+    let out = s.env.pushmirror_with_env(&[("COLUMNS", "80")], &["status"]);
+    out.assert_success();
+    for line in out.stdout.lines() {
+        assert!(line.chars().count() <= 80, "{line}\n{out}");
+    }
+    assert!(out.stdout.contains("retry in "), "{out}");
+    // The repository loses its start at a `/`; the URL's host is never cut.
+    assert!(
+        out.stdout
+            .contains("  …/of/the/department/app.git -> http://127.0.0.1:9/"),
+        "{out}"
+    );
+    let piped = s.env.pushmirror(&["status"]);
+    assert!(piped.stdout.contains(&format!("{long}/app.git")), "{piped}");
+    assert!(!piped.stdout.contains('…'), "{piped}");
+
+    let out = s.env.pushmirror(&["status", "flaky"]);
+    out.assert_success();
+    for field in [
+        "name:                flaky\n",
+        "status:              to_retry\n",
+        "next update:         retry in ",
+        "history (newest first):\n",
+    ] {
+        assert!(out.stdout.contains(field), "{field:?}\n{out}");
+    }
+}

@@ -426,3 +426,29 @@ fn lease_failure_rereads_and_retries() {
         }
     }
 }
+
+/// `pushmirror update` runs in the operator's shell: a missing `password_env` variable is
+/// not blamed on "the daemon's environment".
+#[test]
+fn update_without_the_password_env_variable_names_no_daemon() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    write_config(
+        &env,
+        &mirror_toml(
+            "m",
+            &local,
+            "http://127.0.0.1:9/remote.git",
+            "username = \"bot\"\npassword_env = \"PM_TEST_UNSET_TOKEN\"",
+        ),
+    );
+    let out = env.pushmirror(&["update", "m"]);
+    out.assert_code(1);
+    let s = status(&env, "m");
+    let error = s["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("password_env PM_TEST_UNSET_TOKEN is not set in the environment of the process that ran the update"),
+        "{s:#}\n{out}"
+    );
+    assert!(!out.stderr.contains("daemon's environment"), "{out}");
+}

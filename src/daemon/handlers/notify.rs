@@ -4,6 +4,7 @@
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::info;
 
 use super::super::scheduler::Phase;
 use super::super::{Daemon, Event};
@@ -20,6 +21,15 @@ impl Daemon {
         reply: oneshot::Sender<Response>,
     ) {
         let names = self.matching_mirrors(&notification);
+        // One line per push taken in, so an operator can tell "the hook never called" from
+        // "the daemon ignored it". With `all_refs`, `refs` counts only the sample sent.
+        info!(
+            repo = %notification.repo.display(),
+            refs = notification.refs.len(),
+            all_refs = notification.all_refs,
+            mirrors = names.len(),
+            "notification taken in"
+        );
         // Hooks that could not reach the daemon left work in the spool.
         self.take_spool();
         if names.is_empty() {

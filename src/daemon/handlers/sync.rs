@@ -50,6 +50,7 @@ impl Daemon {
                         name: name.to_string(),
                         update_status: SyncStatus::Cancelled,
                         last_error: Some("the daemon stopped before the update ran".into()),
+                        next_update_at: None,
                     }));
                 }
             } else {
@@ -59,6 +60,7 @@ impl Daemon {
                         name: name.to_string(),
                         update_status: SyncStatus::Scheduled,
                         last_error: None,
+                        next_update_at: None,
                     })
                     .collect();
             }
