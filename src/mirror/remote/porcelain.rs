@@ -152,6 +152,60 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
     plan
 }
 
+/// Returns how `updates`, many of them deletes, are pushed from a scratch repository that
+/// holds every branch and tag the remote is expected to keep: `remote`'s refs at their
+/// values (refs outside the plan, which git then reports up to date and leaves alone), with
+/// the new values of the updates, without the deleted refs; pushed with the non-forced
+/// patterns and `--prune`, which deletes the remote refs missing from the scratch repository:
+/// exactly the planned deletes. Leases come from tracking refs (one bare
+/// `--force-with-lease`), so a ref that appeared on the remote since it was read, which the
+/// prune would delete, is refused as stale instead. git matches explicit `:<ref>` refspecs
+/// against every remote ref; this costs one pass.
+pub(super) fn plan_pruning_push(
+    updates: &[RefUpdate],
+    remote: &BTreeMap<String, Oid>,
+) -> StagedPushPlan {
+    let mut plan = StagedPushPlan {
+        leases: vec!["--force-with-lease".to_owned(), "--prune".to_owned()],
+        refspecs: vec![
+            "refs/heads/*:refs/heads/*".to_owned(),
+            "refs/tags/*:refs/tags/*".to_owned(),
+        ],
+        ..StagedPushPlan::default()
+    };
+    let mut kept: BTreeMap<&str, Oid> = remote
+        .iter()
+        .filter(|(name, _)| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+        .map(|(name, oid)| (name.as_str(), *oid))
+        .collect();
+    for update in updates {
+        if let Some(old) = update.old {
+            plan.staged.push((tracking_ref(&update.refname), old));
+        }
+        match (update.kind, update.new) {
+            (UpdateKind::Delete, _) => {
+                kept.remove(update.refname.as_str());
+            }
+            (_, Some(new))
+                if update.refname.starts_with("refs/heads/")
+                    || update.refname.starts_with("refs/tags/") =>
+            {
+                kept.insert(update.refname.as_str(), new);
+            }
+            (kind, _) => plan.invalid.push(RefResult {
+                refname: update.refname.clone(),
+                outcome: RefOutcome::Rejected {
+                    reason: format!("cannot push a {kind:?} update of this ref"),
+                    stale: false,
+                },
+            }),
+        }
+    }
+    plan.staged
+        .extend(kept.into_iter().map(|(name, oid)| (name.to_owned(), oid)));
+    plan
+}
+
 /// Returns true, noting its namespace, if `refname` is a branch or a tag: the only refs a
 /// pattern refspec of a staged push carries.
 fn staged_namespace(refname: &str, heads: &mut bool, tags: &mut bool) -> bool {
