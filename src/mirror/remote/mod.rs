@@ -303,6 +303,7 @@ impl Remote<'_> {
         }
         scratch
             .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
+            .and_then(|()| scratch.stage_tracking(&plan.tracking))
             .map_err(|source| RemoteError::Spawn {
                 operation: OPERATION,
                 source,

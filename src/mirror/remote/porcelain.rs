@@ -74,6 +74,10 @@ pub(super) struct StagedPushPlan {
     /// The refs of the scratch repository: each create, fast-forward and forced update at
     /// its new value.
     pub(super) staged: Vec<(String, Oid)>,
+    /// The tracking refs that the leases come from (bare `--force-with-lease`), staged loose:
+    /// git updates or deletes each after the push, and deleting a packed ref rewrites the
+    /// whole `packed-refs` file, once per ref.
+    pub(super) tracking: Vec<(String, Oid)>,
     pub(super) invalid: Vec<RefResult>,
 }
 
@@ -95,7 +99,7 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
         plan.leases.push("--force-with-lease".to_owned());
         for update in updates {
             if let Some(old) = update.old {
-                plan.staged.push((tracking_ref(&update.refname), old));
+                plan.tracking.push((tracking_ref(&update.refname), old));
             }
         }
     }
@@ -180,7 +184,7 @@ pub(super) fn plan_pruning_push(
         .collect();
     for update in updates {
         if let Some(old) = update.old {
-            plan.staged.push((tracking_ref(&update.refname), old));
+            plan.tracking.push((tracking_ref(&update.refname), old));
         }
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
