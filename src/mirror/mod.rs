@@ -204,6 +204,9 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
             local: &mirror.repo,
             max_push_size: mirror.max_push_size,
             refs_per_push: mirror.refs_per_push,
+            expected: std::sync::Mutex::new(
+                expected_for_pruning(mirror, &plan, &remote_refs).await,
+            ),
         };
         let mut remote_has = split::RemoteHas {
             remote_refs: &remote_refs,
@@ -284,7 +287,44 @@ struct Pusher<'a> {
     /// `max_push_size` in bytes; 0: no limit.
     max_push_size: u64,
     refs_per_push: usize,
+    /// What the remote is expected to hold (as read, with this update's pushes applied),
+    /// kept only when the plan has [`PRUNE_DELETES_FROM`] deletes or more: batches with that
+    /// many deletes are pushed with `--prune` (see `Remote::push_pruning`). A `Mutex` only
+    /// so that the pusher is `Sync`; it is never held across an await.
+    expected: std::sync::Mutex<Option<BTreeMap<String, Oid>>>,
 }
+
+/// Returns the remote's refs as read when the plan has enough deletes to push them with
+/// `--prune` and every remote value is a local object (git's pack-objects fails on a ref
+/// of the scratch repository whose object is missing); else `None`: deletes go one
+/// `:<ref>` refspec each.
+async fn expected_for_pruning(
+    mirror: &Mirror,
+    plan: &Plan,
+    remote_refs: &BTreeMap<String, Oid>,
+) -> Option<BTreeMap<String, Oid>> {
+    let deletes = plan
+        .updates
+        .iter()
+        .filter(|u| u.kind == UpdateKind::Delete)
+        .count();
+    if deletes < PRUNE_DELETES_FROM {
+        return None;
+    }
+    let repo = mirror.repo.clone();
+    let values: Vec<Oid> = remote_refs.values().copied().collect();
+    let job = tokio::task::spawn_blocking(move || {
+        let repo = git2::Repository::open_bare(&repo).ok()?;
+        let odb = repo.odb().ok()?;
+        values.iter().all(|oid| odb.exists(*oid)).then_some(())
+    });
+    job.await.ok().flatten().map(|()| remote_refs.clone())
+}
+
+/// From how many deletes in one batch they are pushed by `--prune` from a scratch repository
+/// holding every ref the remote keeps, instead of one `:<ref>` refspec each (git matches each
+/// against every remote ref).
+const PRUNE_DELETES_FROM: usize = 200;
 
 impl From<SplitPushError> for UpdateError {
     fn from(error: SplitPushError) -> UpdateError {
@@ -298,9 +338,47 @@ impl From<SplitPushError> for UpdateError {
 impl Pusher<'_> {
     /// Pushes one batch, returning what happened to each ref.
     async fn push(&self, batch: &[RefUpdate]) -> Result<PushReport, RemoteError> {
-        match self.scratch {
-            Some(scratch) => self.remote.push_staged(scratch, batch).await,
-            None => self.remote.push(batch).await,
+        let Some(scratch) = self.scratch else {
+            return self.remote.push(batch).await;
+        };
+        let deletes = batch
+            .iter()
+            .filter(|u| u.kind == UpdateKind::Delete)
+            .count();
+        let expected = match self.expected.lock() {
+            Ok(expected) if deletes >= PRUNE_DELETES_FROM => expected.clone(),
+            _ => None,
+        };
+        let Some(expected) = expected else {
+            let report = self.remote.push_staged(scratch, batch).await?;
+            self.note_pushed(batch, &report);
+            return Ok(report);
+        };
+        let report = self.remote.push_pruning(scratch, batch, &expected).await?;
+        self.note_pushed(batch, &report);
+        Ok(report)
+    }
+
+    /// Applies what `report` says was done to the expected remote refs, if kept.
+    fn note_pushed(&self, batch: &[RefUpdate], report: &PushReport) {
+        let Ok(mut expected) = self.expected.lock() else {
+            return;
+        };
+        let Some(expected) = expected.as_mut() else {
+            return;
+        };
+        let by_name: HashMap<&str, &RefUpdate> =
+            batch.iter().map(|u| (u.refname.as_str(), u)).collect();
+        for result in &report.results {
+            if !matches!(result.outcome, RefOutcome::Done | RefOutcome::UpToDate) {
+                continue;
+            }
+            if let Some(update) = by_name.get(result.refname.as_str()) {
+                match update.new {
+                    Some(new) => expected.insert(update.refname.clone(), new),
+                    None => expected.remove(&update.refname),
+                };
+            }
         }
     }
 }

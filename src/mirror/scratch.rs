@@ -117,6 +117,27 @@ impl Scratch {
         &self.git_dir
     }
 
+    /// Makes `refs` the only tracking refs (under [`TRACKING_NAMESPACE`]) of the scratch
+    /// repository, as loose refs: git rewrites or removes each after the push, which for a
+    /// packed ref means rewriting `packed-refs` once per ref.
+    pub fn stage_tracking(&self, refs: &[(String, Oid)]) -> std::io::Result<()> {
+        let namespace = self.git_dir.join(TRACKING_NAMESPACE.trim_end_matches('/'));
+        if namespace.exists() {
+            std::fs::remove_dir_all(&namespace)?;
+        }
+        for (name, oid) in refs {
+            let Some(rest) = name.strip_prefix(TRACKING_NAMESPACE) else {
+                continue;
+            };
+            let path = namespace.join(rest);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, format!("{oid}\n"))?;
+        }
+        Ok(())
+    }
+
     /// Makes `refs` (name and value) the only refs of the scratch repository: one
     /// `packed-refs` file, sorted in byte order as its header promises, replaced whole.
     pub fn stage<'r>(&self, refs: impl Iterator<Item = (&'r str, Oid)>) -> std::io::Result<()> {

@@ -615,3 +615,53 @@ fn an_object_larger_than_max_push_size_is_a_clear_permanent_error() {
     // Nothing of main reached the remote, and the error is not retried.
     assert!(mirrored_refs(&env, &remote).is_empty());
 }
+
+/// Sets 250 remote-only branches `gone000`.. on `oid` (merged into local main).
+fn many_remote_only_branches(env: &TestEnv, remote: &Path, oid: &str) {
+    let commands: String = (0..250)
+        .map(|i| format!("create refs/heads/gone{i:03} {oid}\n"))
+        .collect();
+    env.git_stdin(remote, &["update-ref", "--stdin"], &commands);
+}
+
+/// Many deletes are pushed with `--prune` from a scratch repository holding every ref the
+/// remote keeps: exactly the merged remote-only branches go; refs outside the mirrored
+/// namespaces stay.
+#[test]
+fn many_deletes_remove_exactly_the_planned_refs() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+    many_remote_only_branches(env, &f.remote, &f.c1);
+    env.set_ref(&f.remote, "refs/pull/1/head", &f.c1);
+    env.set_ref(&f.local, "refs/heads/main", &f.c3);
+    update(env, "m").assert_success();
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+    assert!(env.ref_exists(&f.remote, "refs/pull/1/head"));
+    let s = status(env, "m");
+    assert_eq!(s["refs_deleted"], 250, "{s:#}");
+    assert_eq!(s["refs_updated"], 1, "{s:#}");
+    // The last push staged the kept refs too: the pruning path ran.
+    let packed =
+        std::fs::read_to_string(env.path("state/scratch/m.git/packed-refs")).expect("packed-refs");
+    assert!(packed.contains(" refs/heads/develop\n"), "{packed}");
+}
+
+/// With a remote ref on a commit the local repository lacks (unmerged work, kept), many
+/// deletes go one refspec each: the same outcome.
+#[test]
+fn many_deletes_beside_unmerged_remote_work_keep_it() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    update(env, "m").assert_success();
+    many_remote_only_branches(env, &f.remote, &f.c1);
+    let unmerged = env.make_commit_on(&f.remote, Some(&f.c2), "remote work");
+    env.set_ref(&f.remote, "refs/heads/unmerged", &unmerged);
+    update(env, "m").assert_success();
+    let mut expected = mirrored_refs(env, &f.local);
+    expected.insert("refs/heads/unmerged".to_owned(), unmerged);
+    assert_eq!(mirrored_refs(env, &f.remote), expected);
+    assert_eq!(status(env, "m")["refs_deleted"], 250);
+}

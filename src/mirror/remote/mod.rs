@@ -46,8 +46,8 @@ use crate::mirror::url::{RemoteUrl, scrub_secrets};
 
 use classify::{classify_failure, exit_description};
 use porcelain::{
-    PorcelainLine, collect_results, outcome_of, parse_ls_remote, parse_porcelain, plan_push,
-    plan_staged_push,
+    PorcelainLine, StagedPushPlan, collect_results, outcome_of, parse_ls_remote, parse_porcelain,
+    plan_pruning_push, plan_push, plan_staged_push,
 };
 use process::GitOutput;
 pub use ssh::SshAccess;
@@ -299,7 +299,6 @@ impl Remote<'_> {
         scratch: &Scratch,
         updates: &[RefUpdate],
     ) -> Result<PushReport, RemoteError> {
-        const OPERATION: &str = "push";
         // Explicit leases cost leases x remote refs in git; tracking refs cost one lookup
         // each, but git then writes one loose tracking ref per pushed ref.
         let leases = updates
@@ -308,6 +307,37 @@ impl Remote<'_> {
             .count();
         let by_tracking = leases >= TRACKING_LEASES_FROM;
         let plan = plan_staged_push(updates, by_tracking);
+        self.push_staged_plan(scratch, updates, plan, by_tracking)
+            .await
+    }
+
+    /// Pushes `updates` from the scratch repository as [`Remote::push_staged`] does, deleting
+    /// with `--prune` instead of one `:<ref>` each: for batches of many deletes. `remote` is
+    /// what the remote is expected to hold now (as read, with this update's earlier pushes).
+    pub async fn push_pruning(
+        &self,
+        scratch: &Scratch,
+        updates: &[RefUpdate],
+        remote: &BTreeMap<String, Oid>,
+    ) -> Result<PushReport, RemoteError> {
+        let plan = plan_pruning_push(updates, remote);
+        let mut report = self.push_staged_plan(scratch, updates, plan, true).await?;
+        // The refs outside the plan came back up to date, and any the prune refused: only
+        // the updates' results matter.
+        report.results.truncate(updates.len());
+        Ok(report)
+    }
+
+    /// Stages `plan` in `scratch` and pushes it, to the scratch repository's remote when the
+    /// leases come from tracking refs, else to the URL.
+    async fn push_staged_plan(
+        &self,
+        scratch: &Scratch,
+        updates: &[RefUpdate],
+        plan: StagedPushPlan,
+        by_tracking: bool,
+    ) -> Result<PushReport, RemoteError> {
+        const OPERATION: &str = "push";
         if plan.refspecs.is_empty() {
             return Ok(PushReport {
                 results: collect_results(updates, Vec::new(), plan.invalid),
@@ -315,6 +345,7 @@ impl Remote<'_> {
         }
         scratch
             .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
+            .and_then(|()| scratch.stage_tracking(&plan.tracking))
             .map_err(|source| RemoteError::Spawn {
                 operation: OPERATION,
                 source,
@@ -1179,6 +1210,71 @@ unset GIT_QUARANTINE_PATH
         // git updated the tracking refs of what it pushed: the leases came from them.
         let tracked = scratch.git_dir().join("refs/pushmirror-remote/heads/f000");
         assert!(tracked.exists(), "no tracking ref written");
+    }
+
+    /// Many deletes go by `--prune` from a scratch repository holding every ref the remote
+    /// keeps: exactly the planned deletes happen; refs outside the plan stay; a ref that
+    /// appeared on the remote since it was read is not pruned.
+    #[tokio::test]
+    async fn pruning_push_deletes_exactly_the_planned_refs() {
+        let f = fixture();
+        let gone: Vec<String> = (0..200).map(|i| format!("refs/heads/gone{i:03}")).collect();
+        let mut seed: Vec<(&str, Oid)> = gone.iter().map(|n| (n.as_str(), f.a)).collect();
+        seed.extend([
+            ("refs/heads/main", f.a),
+            ("refs/heads/rewritten", f.b),
+            ("refs/tags/kept", f.c),
+            ("refs/heads/outside", f.c),
+        ]);
+        f.seed(&seed);
+        let theirs = f.env.commit(&f.remote, "theirs", Some(f.a));
+        // A remote ref on a commit we lack would make git's pack-objects fail: the engine
+        // prunes only when it has every remote value (`mirror::Pusher`).
+        let _ = theirs;
+        // As read: everything above. Then a ref appears on the remote.
+        let mut read: BTreeMap<String, Oid> = f.env.refs(&f.remote);
+        read.remove("refs/heads/outside");
+        read.insert("refs/heads/outside".to_owned(), f.c);
+        f.env.set_ref(&f.remote, "refs/heads/appeared", f.b);
+        let mut updates: Vec<RefUpdate> = gone
+            .iter()
+            .map(|n| update(n, UpdateKind::Delete, Some(f.a), None))
+            .collect();
+        updates.extend([
+            update(
+                "refs/heads/main",
+                UpdateKind::FastForward,
+                Some(f.a),
+                Some(f.b),
+            ),
+            update(
+                "refs/heads/rewritten",
+                UpdateKind::Force,
+                Some(f.b),
+                Some(f.c),
+            ),
+            update("refs/heads/new", UpdateKind::Create, None, Some(f.a)),
+        ]);
+        let url = url_of(&f.remote);
+        let report = remote(&f.local, &url)
+            .push_pruning(&scratch_of(&f), &updates, &read)
+            .await
+            .expect("a refused ref is a result, not an error");
+        assert_eq!(report.results.len(), updates.len());
+        for (name, outcome) in outcomes(&report) {
+            assert_eq!(outcome, RefOutcome::Done, "{name}");
+        }
+        assert_eq!(
+            f.env.refs(&f.remote),
+            refmap(&[
+                ("refs/heads/appeared", f.b),
+                ("refs/heads/main", f.b),
+                ("refs/heads/new", f.a),
+                ("refs/heads/outside", f.c),
+                ("refs/heads/rewritten", f.c),
+                ("refs/tags/kept", f.c),
+            ])
+        );
     }
 
     #[tokio::test]

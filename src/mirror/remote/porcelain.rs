@@ -74,6 +74,10 @@ pub(super) struct StagedPushPlan {
     /// The refs of the scratch repository: each create, fast-forward and forced update at
     /// its new value.
     pub(super) staged: Vec<(String, Oid)>,
+    /// The tracking refs that the leases come from (bare `--force-with-lease`), staged loose:
+    /// git updates or deletes each after the push, and deleting a packed ref rewrites the
+    /// whole `packed-refs` file, once per ref.
+    pub(super) tracking: Vec<(String, Oid)>,
     pub(super) invalid: Vec<RefResult>,
 }
 
@@ -95,7 +99,7 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
         plan.leases.push("--force-with-lease".to_owned());
         for update in updates {
             if let Some(old) = update.old {
-                plan.staged.push((tracking_ref(&update.refname), old));
+                plan.tracking.push((tracking_ref(&update.refname), old));
             }
         }
     }
@@ -149,6 +153,60 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
         plan.refspecs.push("refs/tags/*:refs/tags/*".to_owned());
     }
     plan.refspecs.extend(deletes);
+    plan
+}
+
+/// Returns how `updates`, many of them deletes, are pushed from a scratch repository that
+/// holds every branch and tag the remote is expected to keep: `remote`'s refs at their
+/// values (refs outside the plan, which git then reports up to date and leaves alone), with
+/// the new values of the updates, without the deleted refs; pushed with the non-forced
+/// patterns and `--prune`, which deletes the remote refs missing from the scratch repository:
+/// exactly the planned deletes. Leases come from tracking refs (one bare
+/// `--force-with-lease`), so a ref that appeared on the remote since it was read, which the
+/// prune would delete, is refused as stale instead. git matches explicit `:<ref>` refspecs
+/// against every remote ref; this costs one pass.
+pub(super) fn plan_pruning_push(
+    updates: &[RefUpdate],
+    remote: &BTreeMap<String, Oid>,
+) -> StagedPushPlan {
+    let mut plan = StagedPushPlan {
+        leases: vec!["--force-with-lease".to_owned(), "--prune".to_owned()],
+        refspecs: vec![
+            "refs/heads/*:refs/heads/*".to_owned(),
+            "refs/tags/*:refs/tags/*".to_owned(),
+        ],
+        ..StagedPushPlan::default()
+    };
+    let mut kept: BTreeMap<&str, Oid> = remote
+        .iter()
+        .filter(|(name, _)| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+        .map(|(name, oid)| (name.as_str(), *oid))
+        .collect();
+    for update in updates {
+        if let Some(old) = update.old {
+            plan.tracking.push((tracking_ref(&update.refname), old));
+        }
+        match (update.kind, update.new) {
+            (UpdateKind::Delete, _) => {
+                kept.remove(update.refname.as_str());
+            }
+            (_, Some(new))
+                if update.refname.starts_with("refs/heads/")
+                    || update.refname.starts_with("refs/tags/") =>
+            {
+                kept.insert(update.refname.as_str(), new);
+            }
+            (kind, _) => plan.invalid.push(RefResult {
+                refname: update.refname.clone(),
+                outcome: RefOutcome::Rejected {
+                    reason: format!("cannot push a {kind:?} update of this ref"),
+                    stale: false,
+                },
+            }),
+        }
+    }
+    plan.staged
+        .extend(kept.into_iter().map(|(name, oid)| (name.to_owned(), oid)));
     plan
 }
 
