@@ -50,7 +50,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import DATE, hermetic_env, machine
+from benchlib import hermetic_env, history_stream, machine
 
 CRATE = Path(__file__).resolve().parent.parent
 TARGET_FIRST = 1.2
@@ -172,19 +172,7 @@ def stats(samples):
 def fast_import_stream(commits):
     """A linear history: commit i changes src/fNN.txt (one of 50 files) to "i"; branch
     b{i:05d} on commit i, main at the tip."""
-    parts = []
-    for i in range(commits):
-        message = f"commit {i}\n"
-        content = f"{i}\n"
-        parts.append(
-            f"commit refs/heads/main\nmark :{i + 1}\n"
-            f"author Bench <bench@example.com> {DATE + i} +0000\n"
-            f"committer Bench <bench@example.com> {DATE + i} +0000\n"
-            f"data {len(message)}\n{message}"
-        )
-        if i > 0:
-            parts.append(f"from :{i}\n")
-        parts.append(f"M 100644 inline src/f{i % 50:02d}.txt\ndata {len(content)}\n{content}\n")
+    parts = history_stream(commits)
     for i in range(commits):
         parts.append(f"reset refs/heads/b{i:05d}\nfrom :{i + 1}\n\n")
     return "".join(parts).encode()

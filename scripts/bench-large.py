@@ -45,7 +45,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchlib import DATE, hermetic_env, machine
+from benchlib import DATE, hermetic_env, history_stream, machine
 
 CRATE = Path(__file__).resolve().parent.parent
 PATTERNS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
@@ -103,23 +103,6 @@ def timed(argv, env, out_path, poll_pid_hwm=False):
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures
-
-
-def history_stream(commits):
-    parts = []
-    for i in range(commits):
-        message = f"commit {i}\n"
-        content = f"{i}\n"
-        parts.append(
-            f"commit refs/heads/main\nmark :{i + 1}\n"
-            f"author Bench <bench@example.com> {DATE + i} +0000\n"
-            f"committer Bench <bench@example.com> {DATE + i} +0000\n"
-            f"data {len(message)}\n{message}"
-        )
-        if i > 0:
-            parts.append(f"from :{i}\n")
-        parts.append(f"M 100644 inline src/f{i % 50:02d}.txt\ndata {len(content)}\n{content}\n")
-    return parts
 
 
 def extra_commits(names_and_marks, first_mark):

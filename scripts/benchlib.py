@@ -78,3 +78,22 @@ def machine():
         "python": platform.python_version(),
         "load": loadavg(),
     }
+
+
+def history_stream(commits):
+    """git fast-import commands for a linear history on main: commit i changes src/fNN.txt
+    (one of 50 files) to "i"; a list of strings, marks :1 to :commits."""
+    parts = []
+    for i in range(commits):
+        message = f"commit {i}\n"
+        content = f"{i}\n"
+        parts.append(
+            f"commit refs/heads/main\nmark :{i + 1}\n"
+            f"author Bench <bench@example.com> {DATE + i} +0000\n"
+            f"committer Bench <bench@example.com> {DATE + i} +0000\n"
+            f"data {len(message)}\n{message}"
+        )
+        if i > 0:
+            parts.append(f"from :{i}\n")
+        parts.append(f"M 100644 inline src/f{i % 50:02d}.txt\ndata {len(content)}\n{content}\n")
+    return parts
