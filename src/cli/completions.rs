@@ -22,8 +22,14 @@ const PACKAGED: [(Shell, &str); 3] = [
 
 /// Prints the completions of `command` for `shell` to `out`.
 pub fn run(mut command: clap::Command, shell: Shell, out: &mut impl Write) -> u8 {
-    clap_complete::generate(shell, &mut command, "pushmirror", out);
-    EXIT_OK
+    // Generated into memory first: clap_complete panics on a write error, and a reader that
+    // stops early (`| head`, `| grep -q`) is not one.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "pushmirror", &mut script);
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => EXIT_FAILED,
+        _ => EXIT_OK,
+    }
 }
 
 /// Writes the man pages `pushmirror.1` and `pushmirror-SUBCOMMAND.1` and the bash, zsh and fish completions of `command`
@@ -60,6 +66,14 @@ mod tests {
     fn command() -> clap::Command {
         clap::Command::new("pushmirror")
             .subcommand(clap::Command::new("status").about("Shows each mirror's status"))
+    }
+
+    #[test]
+    fn prints_the_completions_of_one_shell() {
+        let mut out = Vec::new();
+        assert_eq!(run(command(), Shell::Fish, &mut out), EXIT_OK);
+        let script = String::from_utf8(out).expect("utf-8");
+        assert!(script.contains("complete -c pushmirror"), "{script}");
     }
 
     #[test]
