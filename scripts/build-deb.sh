@@ -17,5 +17,8 @@ rm -rf target/assets
 "target/$dir/pushmirror" completions --assets target/assets
 sed 's|/usr/local/bin/pushmirror|/usr/bin/pushmirror|g' config/pushmirror.service \
     >target/assets/pushmirror.service
-cargo deb --no-build --profile "$profile" --locked --fast --output target/debian/ \
+# xz for the package that ships; gzip (--fast) for the test's dev build.
+compression=()
+[[ $profile == dev ]] && compression=(--fast)
+cargo deb --no-build --profile "$profile" --locked "${compression[@]}" --output target/debian/ \
     | tail -n 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the Debian package, as root on a Debian machine without systemd: builds
 # the package (scripts/build-deb.sh), installs it with `dpkg -i`, runs the daemon as the
-# service user `git` (setpriv, no systemd), lets another user of the group `git` push to a
+# service user `git` (setpriv, no systemd; a python3 stand-in for systemd's notify socket
+# checks READY=1 and WATCHDOG=1), lets another user of the group `git` push to a
 # repository whose hook the package's binary installed, waits until the daemon has mirrored
 # the push, then purges the package and checks that nothing of it is left.
 # Exits non-zero, saying which step failed, on any failure. Leaves the machine as it found it
@@ -28,11 +29,13 @@ base=/srv/git/pushmirror-package-test
 scratch=$(mktemp -d /tmp/pushmirror-package-test.XXXXXX)
 log=$scratch/daemon.log
 daemon_pid=
+notify_pid=
 git_user_existed=$(getent passwd git >/dev/null && echo yes || echo no)
 srv_git_existed=$([[ -e /srv/git ]] && echo yes || echo no)
 
 cleanup() {
     if [[ -n $daemon_pid ]]; then kill "$daemon_pid" 2>/dev/null || true; fi
+    if [[ -n $notify_pid ]]; then kill "$notify_pid" 2>/dev/null || true; fi
     if dpkg-query -W -f='${Status}' pushmirror 2>/dev/null | grep -q installed; then
         dpkg --purge pushmirror >/dev/null 2>&1 || true
     fi
@@ -117,9 +120,22 @@ step "install the hook (as git)"
 as_git /usr/bin/pushmirror install-hook "$base/source.git" || fail "install-hook"
 cat "$base/source.git/hooks/post-receive"
 
-step "start the daemon as git (setpriv, no systemd)"
+step "start the daemon as git (setpriv, no systemd; a stand-in for systemd's notify socket)"
+# What systemd would receive from a Type=notify unit with WatchdogSec=2s: READY=1, WATCHDOG=1.
+python3 - "$scratch/notify.sock" "$scratch/notify.out" <<'PY' &
+import os, socket, sys
+receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+receiver.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+with open(sys.argv[2], "ab", buffering=0) as out:
+    while True:
+        out.write(receiver.recv(4096) + b"\n")
+PY
+notify_pid=$!
+for _ in $(seq 1 50); do [[ -S $scratch/notify.sock ]] && break; sleep 0.1; done
 setpriv --reuid=git --regid=git --init-groups -- env -i PATH=/usr/bin:/bin HOME="$scratch" \
-    RUST_LOG=info /usr/bin/pushmirror daemon >"$log" 2>&1 &
+    RUST_LOG=info NOTIFY_SOCKET="$scratch/notify.sock" WATCHDOG_USEC=1000000 \
+    /usr/bin/pushmirror daemon >"$log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
     grep -q 'daemon ready' "$log" && break
@@ -128,6 +144,13 @@ for _ in $(seq 1 100); do
 done
 grep -q 'daemon ready' "$log" || fail "the daemon did not get ready within 20 s"
 expect_mode /run/pushmirror/control.sock git:git 660
+for _ in $(seq 1 50); do
+    grep -qx 'WATCHDOG=1' "$scratch/notify.out" 2>/dev/null && break
+    sleep 0.1
+done
+grep -qx 'READY=1' "$scratch/notify.out" || fail "systemd's notify socket got no READY=1"
+grep -qx 'WATCHDOG=1' "$scratch/notify.out" || fail "systemd's notify socket got no WATCHDOG=1"
+echo "ok notify socket: $(sort -u "$scratch/notify.out" | tr '\n' ' ')"
 
 step "push as $pusher (group git) through the installed hook"
 # The repository is git's, the pusher another user: git wants it declared safe, which a real
