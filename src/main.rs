@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use pushmirror::config::{Config, LogFormat};
 use pushmirror::protocol::SyncTarget;
 use pushmirror::{cli, daemon, hook};
@@ -74,6 +74,15 @@ enum Command {
         /// An ssh:// or scp-like URL
         url: String,
     },
+    /// Prints shell completions (bash, zsh, fish) to standard output
+    Completions {
+        /// The shell
+        #[arg(required_unless_present = "assets")]
+        shell: Option<cli::completions::Shell>,
+        /// Writes the man page and every packaged completion into DIR instead (packaging)
+        #[arg(long, value_name = "DIR", hide = true, conflicts_with = "shell")]
+        assets: Option<PathBuf>,
+    },
     /// Shows each mirror's status
     Status {
         /// Only this mirror
@@ -98,6 +107,12 @@ fn run(command: Command, path: &Path) -> u8 {
         Command::CheckConfig => cli::check_config::run(path, &mut out, &mut err),
         Command::Notify => hook::notify::main(path),
         Command::InstallHook { repos } => cli::install_hook::main(&repos, path),
+        // Needs no configuration: generated from the argument definitions.
+        Command::Completions { shell, assets } => match (shell, assets) {
+            (_, Some(dir)) => cli::completions::write_assets(Args::command(), &dir, &mut err),
+            (Some(shell), None) => cli::completions::run(Args::command(), shell, &mut out),
+            (None, None) => cli::EXIT_USAGE, // clap requires one of them
+        },
         // Needs no configuration: it only asks the host of a URL.
         Command::DetectHostKeys { url } => cli::detect_host_keys::run(&url, &mut out, &mut err),
         Command::SshKeygen { name, force } => with_config(path, "warn", |config| {

@@ -2,6 +2,7 @@
 //! arguments and calls these; they print and never decide policy.
 
 pub mod check_config;
+pub mod completions;
 pub mod contact;
 pub mod detect_host_keys;
 pub mod install_hook;

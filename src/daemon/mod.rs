@@ -17,7 +17,8 @@
 //! - [`mirrors`]: the table of tracked mirrors, matched by repository and name;
 //! - [`scheduler`]: the pure per-mirror state machine they all drive;
 //! - [`control`]: the socket (bound before the runtime starts, then served) and its peer
-//!   checks; [`provision`]: the demonstration repositories of `create = true` mirrors.
+//!   checks; [`provision`]: the demonstration repositories of `create = true` mirrors;
+//!   `systemd`: the `READY=1` and watchdog messages of a `Type=notify` unit.
 //!
 //! Invariants: a notification is answered only once the queue has it on disk; at most one job
 //! per mirror is in flight; a mirror that was pending, running or retrying when the daemon
@@ -31,6 +32,7 @@ mod mirrors;
 pub mod provision;
 mod resume;
 pub mod scheduler;
+mod systemd;
 #[cfg(test)]
 mod tests;
 
@@ -177,6 +179,12 @@ pub(crate) async fn run_with(
         pid = std::process::id(),
         "daemon ready"
     );
+    if let Err(e) = systemd::notify("READY=1") {
+        warn!(cause = %e, "cannot tell systemd that the daemon is ready");
+    }
+    // Under a unit with `WatchdogSec=`, the loop itself proves it is alive: a wedged loop
+    // misses its beats and systemd restarts the daemon.
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
 
     loop {
         daemon.dispatch_due(Instant::now());
@@ -191,6 +199,11 @@ pub(crate) async fn run_with(
             _ = hangup.recv() => daemon.on_hangup(),
             _ = user1.recv() => daemon.on_user1(),
             () = sleep_until_opt(next) => {}
+            () = watchdog_tick(watchdog.as_mut()) => {
+                if let Err(e) = systemd::notify("WATCHDOG=1") {
+                    warn!(cause = %e, "cannot send the watchdog keep-alive to systemd");
+                }
+            }
         }
     }
 
@@ -303,6 +316,16 @@ fn limits(socket_group: Option<&str>) -> control::Limits {
         limits.allowed_gid = Some(gid);
     }
     limits
+}
+
+/// Completes at the next tick of `watchdog`; never when there is none.
+async fn watchdog_tick(watchdog: Option<&mut tokio::time::Interval>) {
+    match watchdog {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(due: Option<Instant>) {
