@@ -28,17 +28,20 @@ pub(super) struct PushPlan {
     pub(super) invalid: Vec<RefResult>,
 }
 
+/// Returns the `--force-with-lease=<ref>:<old>` option of `update`: the remote value just
+/// read. An empty expected value means "must not exist" to git.
+fn lease_option(update: &RefUpdate) -> String {
+    let old = update.old.map(|oid| oid.to_string()).unwrap_or_default();
+    format!("--force-with-lease={}:{old}", update.refname)
+}
+
 /// Returns the `--force-with-lease` options and refspecs of `updates`. Sources are object
 /// ids, so that what lands is exactly what was planned.
 pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
     let mut plan = PushPlan::default();
     for update in updates {
         let refname = &update.refname;
-        // An empty expected value means "must not exist" to git.
-        let lease = || {
-            let old = update.old.map(|oid| oid.to_string()).unwrap_or_default();
-            format!("--force-with-lease={refname}:{old}")
-        };
+        let lease = || lease_option(update);
         match (update.kind, update.new) {
             (UpdateKind::Create | UpdateKind::FastForward, Some(new)) => {
                 plan.refspecs.push(format!("{new}:{refname}"));
@@ -107,10 +110,7 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
     let (mut heads, mut tags) = (false, false);
     for update in updates {
         let refname = &update.refname;
-        let lease = || {
-            let old = update.old.map(|oid| oid.to_string()).unwrap_or_default();
-            format!("--force-with-lease={refname}:{old}")
-        };
+        let lease = || lease_option(update);
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
                 if !by_tracking {
