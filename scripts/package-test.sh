@@ -53,7 +53,7 @@ if dpkg-query -W -f='${Status}' pushmirror 2>/dev/null | grep -q installed; then
     fail "pushmirror is already installed here; the test installs and purges it"
 fi
 
-step "build the package (profile ${PUSHMIRROR_DEB_PROFILE:-release})"
+step "build the package"
 deb=$(scripts/build-deb.sh)
 [[ -f $deb ]] || fail "scripts/build-deb.sh printed no package path (got: $deb)"
 echo "$deb"

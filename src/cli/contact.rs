@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::EXIT_USAGE;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, DaemonPathsError};
 use crate::error::chain;
 
 /// What a command that talks to the daemon has to go on.
@@ -59,6 +59,12 @@ pub fn find(path: &Path, err: &mut dyn Write) -> Result<Contact, u8> {
                 config: None,
                 path: path.to_owned(),
             })
+        }
+        Err(DaemonPathsError::Read { path, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            let _ = writeln!(err, "error: {}", config::unreadable_fix(&path));
+            Err(EXIT_USAGE)
         }
         Err(_) => {
             // Not even `[daemon]` can be read: the load's own errors say it best.

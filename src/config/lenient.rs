@@ -44,6 +44,26 @@ pub enum DaemonPathsError {
     NotToml { path: PathBuf, first: String },
 }
 
+/// Returns what to do about a configuration file this user may not read (permission
+/// denied): one clause, said by the hook and by the admin commands alike.
+pub fn unreadable_fix(path: &Path) -> String {
+    format!(
+        "user {} cannot read {} (permission denied): add it to the group that owns the file (the daemon's group), or make the file readable by it",
+        this_user(),
+        path.display()
+    )
+}
+
+/// Returns the name of the user this process runs as, for messages: `$USER`, else
+/// `$LOGNAME`, else the numeric id.
+pub fn this_user() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::geteuid() }))
+}
+
 /// Reads `[daemon] state_dir` and `socket` from the file at `config_path` (absolute),
 /// leniently: anything else in the file, valid or not, is ignored, and values of the wrong
 /// type take their defaults. Fails only when the file cannot be read or is not TOML.

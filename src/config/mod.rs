@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Diagnostic, MirrorProblem};
-pub use lenient::{DaemonPaths, DaemonPathsError, daemon_paths};
+pub use lenient::{DaemonPaths, DaemonPathsError, daemon_paths, this_user, unreadable_fix};
 pub use pattern::BranchPattern;
 
 use crate::mirror::url::RemoteUrl;

@@ -238,27 +238,13 @@ async fn notify(
 /// one clause, for the one line the hook prints.
 fn what_to_fix(path: &Path, error: &std::io::Error) -> String {
     match error.kind() {
-        std::io::ErrorKind::PermissionDenied => format!(
-            "user {} cannot read {} (permission denied): add it to the group that owns the file (the daemon's group), or make the file readable by it",
-            this_user(),
-            path.display()
-        ),
+        std::io::ErrorKind::PermissionDenied => crate::config::unreadable_fix(path),
         std::io::ErrorKind::NotFound => format!(
             "{} does not exist: create it, or point PUSHMIRROR_CONFIG in the hook's environment at the daemon's file",
             path.display()
         ),
         _ => format!("cannot read {}: {error}", path.display()),
     }
-}
-
-/// Returns the name of the user the hook runs as, for messages: `$USER`, else `$LOGNAME`,
-/// else the numeric id.
-fn this_user() -> String {
-    ["USER", "LOGNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        .unwrap_or_else(|| format!("uid {}", unsafe { libc::geteuid() }))
 }
 
 fn not_queued(reason: &str, spool_reason: &str, repo: &Path) -> String {
@@ -812,7 +798,7 @@ mod tests {
         assert!(
             fix.starts_with(&format!(
                 "user {} cannot read /etc/pushmirror/pushmirror.toml (permission denied): add it to the group",
-                this_user()
+                crate::config::this_user()
             )),
             "{fix}"
         );

@@ -43,13 +43,16 @@ pub struct ScratchError {
 #[derive(Debug)]
 pub struct Scratch {
     git_dir: PathBuf,
+    remote: String,
 }
 
 /// The name of the remote that the scratch repository's config defines (the mirror's URL),
-/// for pushes whose leases come from tracking refs.
-pub const REMOTE_NAME: &str = "pushmirror";
+/// for pushes whose leases come from tracking refs; `pushmirror-2`, `-3`, ... when the real
+/// repository's config (included) already has a remote of that name, whose `url` or
+/// `pushurl` would otherwise add to ours or replace it.
+const REMOTE_NAME: &str = "pushmirror";
 
-/// Where the tracking refs of [`REMOTE_NAME`] live: `refs/heads/x` is tracked as
+/// Where the tracking refs of the scratch repository's remote live: `refs/heads/x` is tracked as
 /// `refs/pushmirror-remote/heads/x`.
 pub const TRACKING_NAMESPACE: &str = "refs/pushmirror-remote/";
 
@@ -91,7 +94,12 @@ impl Scratch {
         std::fs::create_dir_all(refs.join("heads")).map_err(error)?;
         std::fs::create_dir_all(refs.join("tags")).map_err(error)?;
         write_file(&git_dir.join("HEAD"), b"ref: refs/heads/main\n").map_err(error)?;
-        write_file(&git_dir.join("config"), config_text(&real, url).as_bytes()).map_err(error)?;
+        let remote = free_remote_name(&real.join("config"));
+        write_file(
+            &git_dir.join("config"),
+            config_text(&real, &remote, url).as_bytes(),
+        )
+        .map_err(error)?;
         let mut alternates = real.join("objects").into_os_string().into_encoded_bytes();
         alternates.push(b'\n');
         write_file(&git_dir.join("objects/info/alternates"), &alternates).map_err(error)?;
@@ -107,8 +115,9 @@ impl Scratch {
         }
         let scratch = Scratch {
             git_dir: git_dir.clone(),
+            remote,
         };
-        scratch.stage(std::iter::empty()).map_err(error)?;
+        scratch.stage(std::iter::empty())?;
         Ok(scratch)
     }
 
@@ -117,10 +126,26 @@ impl Scratch {
         &self.git_dir
     }
 
+    /// Returns the name of the scratch repository's remote (the mirror's URL).
+    pub fn remote_name(&self) -> &str {
+        &self.remote
+    }
+
+    fn error(&self, source: std::io::Error) -> ScratchError {
+        ScratchError {
+            path: self.git_dir.clone(),
+            source,
+        }
+    }
+
     /// Makes `refs` the only tracking refs (under [`TRACKING_NAMESPACE`]) of the scratch
     /// repository, as loose refs: git rewrites or removes each after the push, which for a
     /// packed ref means rewriting `packed-refs` once per ref.
-    pub fn stage_tracking(&self, refs: &[(String, Oid)]) -> std::io::Result<()> {
+    pub fn stage_tracking(&self, refs: &[(String, Oid)]) -> Result<(), ScratchError> {
+        self.write_tracking(refs).map_err(|e| self.error(e))
+    }
+
+    fn write_tracking(&self, refs: &[(String, Oid)]) -> std::io::Result<()> {
         let namespace = self.git_dir.join(TRACKING_NAMESPACE.trim_end_matches('/'));
         if namespace.exists() {
             std::fs::remove_dir_all(&namespace)?;
@@ -140,7 +165,10 @@ impl Scratch {
 
     /// Makes `refs` (name and value) the only refs of the scratch repository: one
     /// `packed-refs` file, sorted in byte order as its header promises, replaced whole.
-    pub fn stage<'r>(&self, refs: impl Iterator<Item = (&'r str, Oid)>) -> std::io::Result<()> {
+    pub fn stage<'r>(
+        &self,
+        refs: impl Iterator<Item = (&'r str, Oid)>,
+    ) -> Result<(), ScratchError> {
         let mut refs: Vec<(&str, Oid)> = refs.collect();
         // `str` orders by bytes, which is git's order of ref names.
         refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -153,15 +181,15 @@ impl Scratch {
             text.push_str(name);
             text.push('\n');
         }
-        write_file(&self.git_dir.join("packed-refs"), text.as_bytes())
+        write_file(&self.git_dir.join("packed-refs"), text.as_bytes()).map_err(|e| self.error(e))
     }
 }
 
 /// Returns the scratch repository's config: the real repository's included first, then
 /// what must hold whatever it says (bare, and the object format, which git reads only from
-/// the repository's own file), and the remote [`REMOTE_NAME`] at `url`, tracked under
+/// the repository's own file), and the remote `remote` at `url`, tracked under
 /// [`TRACKING_NAMESPACE`].
-fn config_text(real: &Path, url: &str) -> String {
+fn config_text(real: &Path, remote: &str, url: &str) -> String {
     let format = object_format(&real.join("config"));
     let version = if format.is_some() { 1 } else { 0 };
     let mut text = String::new();
@@ -175,12 +203,33 @@ fn config_text(real: &Path, url: &str) -> String {
         text.push_str(&format!("[extensions]\n\tobjectformat = {format}\n"));
     }
     text.push_str(&format!(
-        "[remote \"{REMOTE_NAME}\"]\n\turl = {}\n\
+        "[remote \"{remote}\"]\n\turl = {}\n\
          \tfetch = +refs/heads/*:{TRACKING_NAMESPACE}heads/*\n\
          \tfetch = +refs/tags/*:{TRACKING_NAMESPACE}tags/*\n",
         config_quoted(url)
     ));
     text
+}
+
+/// Returns [`REMOTE_NAME`], or the first of `pushmirror-2`, `pushmirror-3`, ... that the
+/// configuration at `config` (with what it includes) does not use as a remote's name.
+fn free_remote_name(config: &Path) -> String {
+    let mut taken = std::collections::HashSet::new();
+    if let Ok(config) = git2::Config::open(config)
+        && let Ok(mut entries) = config.entries(Some(r"^remote\..*"))
+    {
+        while let Some(Ok(entry)) = entries.next() {
+            if let Some(name) = entry.name().ok().and_then(|n| n.strip_prefix("remote."))
+                && let Some((remote, _key)) = name.rsplit_once('.')
+            {
+                taken.insert(remote.to_owned());
+            }
+        }
+    }
+    std::iter::once(REMOTE_NAME.to_owned())
+        .chain((2..).map(|n| format!("{REMOTE_NAME}-{n}")))
+        .find(|name| !taken.contains(name))
+        .unwrap_or_else(|| REMOTE_NAME.to_owned())
 }
 
 /// Returns the real repository's `extensions.objectformat`, if it names one (`sha256`).
@@ -279,12 +328,46 @@ mod tests {
             "[core]\n\trepositoryformatversion = 1\n[extensions]\n\tobjectFormat = sha256\n",
         )
         .expect("config");
-        let text = config_text(&real, "https://host/x.git");
+        let text = config_text(&real, REMOTE_NAME, "https://host/x.git");
         assert!(text.contains("objectformat = sha256"), "{text}");
         assert!(text.contains("url = \"https://host/x.git\""), "{text}");
         assert!(text.contains("repositoryformatversion = 1"), "{text}");
         assert!(text.contains("real \\\"q\\\".git/config\""), "{text}");
         std::fs::write(real.join("config"), "[core]\n\tbare = true\n").expect("config");
-        assert!(!config_text(&real, "/r.git").contains("extensions"));
+        assert!(!config_text(&real, REMOTE_NAME, "/r.git").contains("extensions"));
+    }
+
+    #[test]
+    fn the_remote_is_named_apart_from_the_real_repositorys_remotes() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = dir.path().join("config");
+        std::fs::write(&config, "[core]\n\tbare = true\n").expect("config");
+        assert_eq!(free_remote_name(&config), "pushmirror");
+        // A remote of that name (here with only a pushurl, which would replace our url) and
+        // the next candidate are both taken; an included file counts too.
+        std::fs::write(
+            dir.path().join("more"),
+            "[remote \"pushmirror-2\"]\n\turl = x\n",
+        )
+        .expect("included");
+        std::fs::write(
+            &config,
+            "[remote \"pushmirror\"]\n\tpushurl = https://elsewhere/x.git\n\
+             [remote \"pushmirror.x\"]\n\turl = y\n[include]\n\tpath = more\n",
+        )
+        .expect("config");
+        assert_eq!(free_remote_name(&config), "pushmirror-3");
+        let real = dir.path().join("real.git");
+        git2::Repository::init_bare(&real).expect("init");
+        std::fs::copy(&config, real.join("config")).expect("config");
+        std::fs::copy(dir.path().join("more"), real.join("more")).expect("included");
+        let scratch =
+            Scratch::prepare(&dir.path().join("scratch"), "m", &real, "/r.git").expect("ok");
+        assert_eq!(scratch.remote_name(), "pushmirror-3");
+        let text = std::fs::read_to_string(scratch.git_dir().join("config")).expect("read");
+        assert!(
+            text.contains("[remote \"pushmirror-3\"]\n\turl = \"/r.git\""),
+            "{text}"
+        );
     }
 }

@@ -218,6 +218,10 @@ pub enum RemoteError {
         operation: &'static str,
         detail: String,
     },
+    /// The scratch repository could not be staged for the push (a full disk, say): nothing
+    /// was sent, and the next attempt stages it again.
+    #[error(transparent)]
+    Scratch(#[from] crate::mirror::scratch::ScratchError),
     #[error("cannot run git {operation}")]
     Spawn {
         operation: &'static str,
@@ -345,17 +349,13 @@ impl Remote<'_> {
         }
         scratch
             .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
-            .and_then(|()| scratch.stage_tracking(&plan.tracking))
-            .map_err(|source| RemoteError::Spawn {
-                operation: OPERATION,
-                source,
-            })?;
+            .and_then(|()| scratch.stage_tracking(&plan.tracking))?;
         let from_scratch = Remote {
             git_dir: scratch.git_dir(),
             ..self.clone()
         };
         let destination = if by_tracking {
-            OsString::from(crate::mirror::scratch::REMOTE_NAME)
+            OsString::from(scratch.remote_name())
         } else {
             OsString::from(self.url.for_git())
         };
