@@ -143,7 +143,9 @@ fn push_through_the_hook_is_mirrored_after_a_quiet_window() {
 #[test]
 fn pushes_inside_the_window_coalesce_into_one_update() {
     let s = Served::new();
-    let remote = s.configure_one("delay = \"4s\"");
+    // A window long enough that the two pushes below land inside it on a loaded machine
+    // (each push runs the hook); a 4-second one failed once under a load of 18.
+    let remote = s.configure_one("delay = \"20s\"");
     let daemon = s.start_daemon();
     let first = s.push("main", "one");
     wait_mirrored(&s.env, &remote, "refs/heads/main", &first, &daemon);
