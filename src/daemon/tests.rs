@@ -195,6 +195,7 @@ impl Harness {
         let request = Request::Sync {
             target: SyncTarget::Mirrors(vec![name.into()]),
             wait,
+            allow_mass_change: false,
         };
         match self.ask(request).await {
             Response::Synced { mirrors } => mirrors,
@@ -208,6 +209,7 @@ impl Harness {
         let request = Request::Sync {
             target: SyncTarget::Mirrors(vec![name.into()]),
             wait: true,
+            allow_mass_change: false,
         };
         tokio::spawn(async move { crate::client::call(&socket, &request, CALL_TIMEOUT).await })
     }
