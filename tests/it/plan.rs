@@ -405,3 +405,68 @@ fn the_guard_refuses_a_mass_change_until_allowed_and_zero_is_no_limit() {
     env.pushmirror(&["sync", "--all", "--allow-mass-change"])
         .assert_code(2);
 }
+
+/// The dry run reads the remote with the mirror's credentials, which appear nowhere.
+#[test]
+fn plan_and_verify_read_an_http_remote_with_the_mirrors_credentials() {
+    const PASSWORD: &str = "s3cret-plan-token";
+    let env = TestEnv::new();
+    let http = crate::support::HttpServer::start(&env, "srv", "bot", PASSWORD);
+    let remote = http.bare_repo(&env, "app.git");
+    let local = env.bare_repo("local/app.git");
+    let c1 = env.make_commit_on(&local, None, "c1");
+    env.set_ref(&local, "refs/heads/main", &c1);
+    env.write_secret("token", &format!("{PASSWORD}\n"));
+    env.write_secret("wrong", "not the password\n");
+    let mirror = |name: &str, file: &str| {
+        mirror_toml(
+            name,
+            &local,
+            &http.url("app.git"),
+            &format!("username = \"bot\"\npassword_file = \"{file}\"\nenabled = false"),
+        )
+    };
+    env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\n\n{}{}",
+        mirror("m", "token"),
+        mirror("refused", "wrong")
+    ));
+    let daemon = env.spawn_pushmirror(&["daemon"]);
+    let socket = env.path("state/control.sock");
+    wait_until("the daemon answers a ping", SOON, || {
+        match ask(&socket, &Request::Ping) {
+            Ok(Response::Pong { .. }) => Ok(()),
+            other => Err(format!("{other:?}\n{}", daemon.log())),
+        }
+    });
+
+    let plan = env.pushmirror(&["plan", "m"]);
+    plan.assert_success();
+    assert!(plan.stdout.contains("create   refs/heads/main"), "{plan}");
+    assert!(
+        plan.stdout.contains("http://*****:*****@127.0.0.1"),
+        "{plan}"
+    );
+    let verify = env.pushmirror(&["verify", "m", "refused", "--json"]);
+    verify.assert_code(2);
+    let doc = json(&verify);
+    assert_eq!(
+        actions(&doc, 0, "differences"),
+        map(&[("refs/heads/main", "create")])
+    );
+    let error = doc["mirrors"][1]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the remote refused the credentials"),
+        "{doc:#}"
+    );
+    assert!(env.refs(&remote).is_empty(), "nothing pushed");
+    for text in [
+        &plan.stdout,
+        &plan.stderr,
+        &verify.stdout,
+        &verify.stderr,
+        &daemon.log(),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password leaked:\n{text}");
+    }
+}
