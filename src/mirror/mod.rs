@@ -1,9 +1,11 @@
 //! One update of one mirror: read both sides, plan, push, and say what happened.
 //!
 //! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
-//! -> `scratch` prepared -> `remote::push_staged` in batches, each under `max_push_size`
-//! (`split`) -> [`UpdateReport`]. When a lease fails because the remote
-//! moved between the read and the push, the remote is read again and the plan retried once.
+//! -> `guard` (the mass-change guard judges the plan) -> `scratch` prepared ->
+//! `remote::push_staged` in batches, each under `max_push_size` (`split`) ->
+//! [`UpdateReport`]. When a lease fails because the remote moved between the read and the
+//! push, the remote is read again and the plan retried once (and judged again).
+//! `preview` is the same read and plan with nothing pushed (`pushmirror plan`, `verify`).
 //! Nothing here writes status: the caller (the daemon, or `pushmirror update`) turns the
 //! result into a `state::Ending`.
 
