@@ -220,7 +220,9 @@ def run_case(ctx, case):
     config = root / "pushmirror.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{state}"\n\n[[mirror]]\nname = "bench"\n'
-        f'repo = "{case["local"]}"\nurl = "file://{remote}"\n{case.get("extra", "")}\n'
+        f'repo = "{case["local"]}"\nurl = "file://{remote}"\n'
+        # The cases force and delete 1,000 refs on purpose: past the mass-change guard.
+        f'max_deletes = 0\nmax_forced = 0\n{case.get("extra", "")}\n'
     )
     pm = [str(binary), "--config", str(config), "update", "bench"]
     pat = ["git", f"--git-dir={case['local']}", "push", "--porcelain", *case.get("git_flags", []),

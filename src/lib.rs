@@ -13,7 +13,8 @@
 //! **git's hook process** (`pushmirror notify`, run by `post-receive`), short and never failing:
 //! - [`hook`]: the notification, with its spool fallback, and the installation of the hook.
 //!
-//! **The admin commands** (`status`, `sync`, `reload`, `update`, `check-config`, `install-hook`):
+//! **The admin commands** (`status`, `sync`, `reload`, `plan`, `verify`, `update`,
+//! `check-config`, `install-hook`):
 //! - [`cli`]: one file per subcommand and the table of exit codes;
 //! - [`client`]: speaks [`protocol`] to a running daemon (the hook uses it too).
 //!
@@ -24,7 +25,8 @@
 //! - [`mirror`]: one update of one mirror (what the daemon and `pushmirror update` run):
 //!   refdiff (pure), local reads (libgit2), credentials (HTTP passwords, SSH keys and pinned
 //!   host keys), URLs, the scratch repository pushes run from, pushes split under
-//!   `max_push_size`, and `remote`, the only code that talks to remotes;
+//!   `max_push_size`, the mass-change guard (pure), the dry run of `plan` and `verify`,
+//!   and `remote`, the only code that talks to remotes;
 //! - [`clock`]: deadlines and due times computed without overflow;
 //! - [`paths`] and [`error`]: path and error-rendering helpers.
 

@@ -39,6 +39,10 @@ enum Command {
         /// Waits until the updates end; exits 1 if one failed
         #[arg(long)]
         wait: bool,
+        /// Lets the next update of each named mirror pass the mass-change guard
+        /// (`max_deletes`, `max_forced`)
+        #[arg(long, conflicts_with_all = ["all", "repo"])]
+        allow_mass_change: bool,
     },
     /// Asks the daemon to re-read the configuration (as SIGHUP)
     Reload,
@@ -52,6 +56,9 @@ enum Command {
         /// Every enabled mirror
         #[arg(long)]
         all: bool,
+        /// Lets these updates pass the mass-change guard (`max_deletes`, `max_forced`)
+        #[arg(long, conflicts_with = "all")]
+        allow_mass_change: bool,
     },
     /// The post-receive hook: tells the daemon which refs a push changed; always exits 0
     Notify,
@@ -82,6 +89,29 @@ enum Command {
         /// Writes the man page and every packaged completion into DIR instead (packaging)
         #[arg(long, value_name = "DIR", hide = true, conflicts_with = "shell")]
         assets: Option<PathBuf>,
+    },
+    /// Shows what the next update of NAME would do, ref by ref; pushes nothing
+    Plan {
+        /// The mirror
+        name: String,
+        /// The stable machine form
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the refs where remotes differ from what the mirrors should hold; exits 1 if any
+    Verify {
+        /// Mirrors to verify
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every enabled mirror
+        #[arg(long)]
+        all: bool,
+        /// The stable machine form
+        #[arg(long)]
+        json: bool,
+        /// Prints only the mirrors that differ or cannot be read (for cron)
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Shows each mirror's status
     Status {
@@ -134,6 +164,7 @@ fn run(command: Command, path: &Path) -> u8 {
             repo,
             all,
             wait,
+            allow_mass_change,
         } => {
             let target = match (all, repo) {
                 (true, _) => SyncTarget::All,
@@ -141,20 +172,57 @@ fn run(command: Command, path: &Path) -> u8 {
                 (false, None) => SyncTarget::Mirrors(names),
             };
             with_daemon(path, |contact| {
-                cli::block_on(cli::sync::run(&contact, target, wait, &mut out, &mut err))
+                cli::block_on(cli::sync::run(
+                    &contact,
+                    target,
+                    wait,
+                    allow_mass_change,
+                    &mut out,
+                    &mut err,
+                ))
+            })
+        }
+        Command::Plan { name, json } => with_daemon(path, |contact| {
+            cli::block_on(cli::plan::run(&contact, &name, json, &mut out, &mut err))
+        }),
+        Command::Verify {
+            names,
+            all,
+            json,
+            quiet,
+        } => {
+            let target = if all {
+                SyncTarget::All
+            } else {
+                SyncTarget::Mirrors(names)
+            };
+            with_daemon(path, |contact| {
+                cli::block_on(cli::verify::run(
+                    &contact, target, json, quiet, &mut out, &mut err,
+                ))
             })
         }
         Command::Reload => with_daemon(path, |contact| {
             cli::block_on(cli::reload::run(&contact, &mut out, &mut err))
         }),
-        Command::Update { names, all } => {
+        Command::Update {
+            names,
+            all,
+            allow_mass_change,
+        } => {
             let selection = if all {
                 cli::update::Selection::All
             } else {
                 cli::update::Selection::Names(names)
             };
             with_config(path, "warn", |config| {
-                cli::block_on(cli::update::run(&config, selection, &mut out, &mut err))
+                cli::block_on(cli::update::run(
+                    &config,
+                    selection,
+                    allow_mass_change,
+                    &mut out,
+                    &mut err,
+                ))
             })
         }
         Command::Status { name, json } => with_daemon(path, |contact| {

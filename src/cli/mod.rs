@@ -6,11 +6,13 @@ pub mod completions;
 pub mod contact;
 pub mod detect_host_keys;
 pub mod install_hook;
+pub mod plan;
 pub mod reload;
 pub mod ssh_keygen;
 pub mod status;
 pub mod sync;
 pub mod update;
+pub mod verify;
 
 use std::io::Write;
 

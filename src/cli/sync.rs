@@ -1,4 +1,5 @@
-//! `pushmirror sync NAME… | --repo PATH | --all [--wait]`: forces updates through the daemon.
+//! `pushmirror sync NAME… | --repo PATH | --all [--wait] [--allow-mass-change]`: forces
+//! updates through the daemon.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,10 +14,12 @@ const WAIT_LIMIT: Duration = Duration::from_secs(4 * 3600);
 
 /// Forces the updates; returns 0 on success, 1 if an awaited update failed (also when the
 /// daemon will retry it: the line then says when), 2 for usage or connection errors.
+/// `allow_mass_change` lets each named mirror's next update pass the mass-change guard.
 pub async fn run(
     contact: &Contact,
     target: SyncTarget,
     wait: bool,
+    allow_mass_change: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -33,7 +36,12 @@ pub async fn run(
     } else {
         Duration::from_secs(30)
     };
-    match call(&contact.socket, &Request::Sync { target, wait }, limit).await {
+    let request = Request::Sync {
+        target,
+        wait,
+        allow_mass_change,
+    };
+    match call(&contact.socket, &request, limit).await {
         Ok(Response::Synced { mirrors }) => {
             let mut code = EXIT_OK;
             let now = std::time::SystemTime::now();

@@ -21,10 +21,12 @@ pub enum Selection {
 }
 
 /// Runs the updates; returns the exit code (0 all finished, 1 one failed or was busy, 2 usage
-/// or state errors).
+/// or state errors). `allow_mass_change` lets each of these updates pass the mass-change
+/// guard.
 pub async fn run(
     config: &Config,
     selection: Selection,
+    allow_mass_change: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -48,7 +50,7 @@ pub async fn run(
     };
     let mut code = EXIT_OK;
     for mirror in mirrors {
-        code = code.max(update_one(config, &store, mirror, out, err).await);
+        code = code.max(update_one(config, &store, mirror, allow_mass_change, out, err).await);
     }
     code
 }
@@ -73,6 +75,7 @@ async fn update_one(
     config: &Config,
     store: &StateStore,
     mirror: &Mirror,
+    allow_mass_change: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
@@ -84,6 +87,7 @@ async fn update_one(
         Trigger::Forced,
         false,
         CancellationToken::new(),
+        allow_mass_change,
     )
     .await;
     let elapsed = started.elapsed().as_secs_f64();

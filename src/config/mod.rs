@@ -199,6 +199,12 @@ pub struct Mirror {
     /// Most bytes of objects one `git push` sends (`max_push_size`, default 2 GiB, GitHub's
     /// limit; 0 = none); a larger push is split along history (see `mirror::split`).
     pub max_push_size: u64,
+    // The mass-change guard (`mirror::guard`).
+    /// Most refs one update may delete (`max_deletes`, default 100; 0 = no limit); an update
+    /// that would delete more is refused unless `sync --allow-mass-change` lets it through.
+    pub max_deletes: usize,
+    /// Most refs one update may force (`max_forced`, default 100; 0 = no limit).
+    pub max_forced: usize,
     /// The key and pinned host keys used when the URL is `ssh://` or scp-like.
     pub ssh: SshSettings,
 }

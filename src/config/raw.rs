@@ -102,6 +102,11 @@ pub(super) struct RawOptions {
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     /// Bytes; default 2 GiB (GitHub's limit); 0 = no limit; at most 1 TiB.
     pub max_push_size: Option<Spanned<u64>>,
+    // The mass-change guard (`mirror::guard`).
+    /// Most refs one update may delete; default 100; 0 = no limit.
+    pub max_deletes: Option<Spanned<usize>>,
+    /// Most refs one update may force; default 100; 0 = no limit.
+    pub max_forced: Option<Spanned<usize>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -133,6 +138,9 @@ pub(super) struct RawMirror {
     pub ssh_key: Option<Spanned<String>>,
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_push_size: Option<Spanned<u64>>,
+    // The mass-change guard.
+    pub max_deletes: Option<Spanned<usize>>,
+    pub max_forced: Option<Spanned<usize>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -171,6 +179,9 @@ impl RawMirror {
             ssh_key: self.ssh_key,
             ssh_known_hosts: self.ssh_known_hosts,
             max_push_size: self.max_push_size,
+            // The mass-change guard.
+            max_deletes: self.max_deletes,
+            max_forced: self.max_forced,
         };
         (identity, options)
     }

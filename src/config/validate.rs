@@ -57,6 +57,11 @@ const MAX_PARALLEL_PUSHES: RangeInclusive<usize> = 1..=1024;
 const RETRIES: RangeInclusive<u32> = 0..=100;
 const REFS_PER_PUSH: RangeInclusive<usize> = 1..=1_000_000;
 const MAX_PUSH_SIZE: RangeInclusive<u64> = 0..=(1 << 40);
+/// The mass-change guard: `max_deletes` and `max_forced` (0 = no limit). The default lets
+/// ordinary work through (a release branch cleanup, a rebased topic or two) and stops a
+/// mistaken mass deletion or a history rewrite of every branch.
+const DEFAULT_MASS_CHANGE_LIMIT: usize = 100;
+const MASS_CHANGE_LIMIT: RangeInclusive<usize> = 0..=10_000_000;
 /// `delay` and `protected_delay`: a mirror updated weekly at most is still a mirror.
 const DELAY: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(7 * 86_400);
 /// A first sync of a huge repository over a slow link may take days, but not weeks.
@@ -186,6 +191,9 @@ struct Options {
     ssh_key: Option<Setting<PathBuf>>,
     ssh_known_hosts: Option<Setting<Vec<String>>>,
     max_push_size: Option<Setting<u64>>,
+    // The mass-change guard.
+    max_deletes: Option<Setting<usize>>,
+    max_forced: Option<Setting<usize>>,
 }
 
 impl Options {
@@ -575,6 +583,9 @@ impl<'a> Checker<'a> {
             .and_then(|key| self.path_value("ssh_key", key));
         let ssh_known_hosts = self.known_hosts_lines(raw.ssh_known_hosts);
         let max_push_size = self.number("max_push_size", raw.max_push_size, &MAX_PUSH_SIZE);
+        // The mass-change guard.
+        let max_deletes = self.number("max_deletes", raw.max_deletes, &MASS_CHANGE_LIMIT);
+        let max_forced = self.number("max_forced", raw.max_forced, &MASS_CHANGE_LIMIT);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -593,6 +604,8 @@ impl<'a> Checker<'a> {
             ssh_key,
             ssh_known_hosts,
             max_push_size,
+            max_deletes,
+            max_forced,
         };
         self.check_exclusive_keys(&options, level);
         options
@@ -1127,6 +1140,17 @@ fn assemble_mirror(
             &defaults.max_push_size,
             DEFAULT_MAX_PUSH_SIZE,
         ),
+        // The mass-change guard.
+        max_deletes: value_or(
+            &own.max_deletes,
+            &defaults.max_deletes,
+            DEFAULT_MASS_CHANGE_LIMIT,
+        ),
+        max_forced: value_or(
+            &own.max_forced,
+            &defaults.max_forced,
+            DEFAULT_MASS_CHANGE_LIMIT,
+        ),
     }
 }
 
@@ -1213,6 +1237,7 @@ fn accepted_integers(key: &str) -> Option<String> {
         "max_parallel_pushes" => Some(from_to(&MAX_PARALLEL_PUSHES)),
         "refs_per_push" => Some(from_to(&REFS_PER_PUSH)),
         "max_push_size" => Some(from_to(&MAX_PUSH_SIZE)),
+        "max_deletes" | "max_forced" => Some(from_to(&MASS_CHANGE_LIMIT)),
         "retries" => Some(from_to(&RETRIES)),
         _ => None,
     }
@@ -1340,6 +1365,7 @@ mod tests {
         assert_eq!(mirror.retries, 3);
         assert_eq!(mirror.timeout, None);
         assert_eq!(mirror.refs_per_push, 10_000);
+        assert_eq!((mirror.max_deletes, mirror.max_forced), (100, 100));
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         // The repository does not exist: a problem of that mirror, not an error of the file.
         assert_eq!(
@@ -1363,6 +1389,21 @@ mod tests {
         let config = valid("[daemon]\nsocket = \"/run/pm.sock\"\n");
         assert_eq!(config.daemon.socket, Path::new("/run/pm.sock"));
         assert!(config.mirrors.is_empty());
+    }
+
+    /// The mass-change guard: `[defaults]`, overridden per mirror, 0 = no limit.
+    #[test]
+    fn mass_change_limits_default_and_override() {
+        let config = valid(&format!(
+            "[defaults]\nmax_deletes = 5\nmax_forced = 0\n\n{MIRROR}\
+             [[mirror]]\nname = \"other\"\nrepo = \"/srv/other.git\"\n\
+             url = \"https://example.com/other.git\"\nmax_deletes = 0\nmax_forced = 7\n"
+        ));
+        let [app, other] = config.mirrors.as_slice() else {
+            panic!("two mirrors expected");
+        };
+        assert_eq!((app.max_deletes, app.max_forced), (5, 0));
+        assert_eq!((other.max_deletes, other.max_forced), (0, 7));
     }
 
     #[test]
@@ -1495,17 +1536,20 @@ mod tests {
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
-                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
+                 `max_deletes`, `max_forced`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
+                 `max_deletes`, `max_forced`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
+                 `max_deletes`, `max_forced`",
             ]
         );
     }

@@ -36,6 +36,8 @@ pub(crate) struct UpdateJob {
     pub(crate) retries_left: bool,
     /// Cancelled when the daemon gives up on the update (shutdown grace over).
     pub(crate) kill: CancellationToken,
+    /// `sync NAME --allow-mass-change`: this update passes the mass-change guard.
+    pub(crate) allow_mass_change: bool,
 }
 
 /// The future of one recorded update.
@@ -61,6 +63,7 @@ impl Updater for GitUpdater {
                 job.trigger,
                 job.retries_left,
                 job.kill,
+                job.allow_mass_change,
             )
             .await
         })
@@ -128,6 +131,7 @@ impl Daemon {
         let retries_left = tracked.schedule.retries_left();
         tracked.schedule.start(now);
         tracked.next_trigger = Trigger::Push;
+        let allow_mass_change = std::mem::take(&mut tracked.allow_mass_change);
         tracked.waiting_running = std::mem::take(&mut tracked.waiting_next);
         tracked.reading = Arc::new(AtomicBool::new(false));
         let reading = tracked.reading.clone();
@@ -141,6 +145,7 @@ impl Daemon {
             trigger,
             retries_left,
             kill: self.kill.child_token(),
+            allow_mass_change,
         };
         let (permits, updater) = (self.permits.clone(), self.updater.clone());
         let job = tokio::spawn(async move {

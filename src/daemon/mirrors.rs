@@ -29,6 +29,9 @@ pub(super) struct Tracked {
     /// Set by the dispatched job once it holds a permit, before it reads any ref. Until then
     /// a trigger needs no follow-up update: the job will read the new refs anyway.
     pub(super) reading: Arc<AtomicBool>,
+    /// `sync NAME --allow-mass-change`: the next update passes the mass-change guard (taken
+    /// by the update that starts next, so it lets exactly one through).
+    pub(super) allow_mass_change: bool,
 }
 
 impl Tracked {
@@ -41,6 +44,7 @@ impl Tracked {
             waiting_next: Vec::new(),
             waiting_running: Vec::new(),
             reading: Arc::new(AtomicBool::new(false)),
+            allow_mass_change: false,
         }
     }
 

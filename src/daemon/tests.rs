@@ -45,6 +45,8 @@ struct Started {
     name: String,
     trigger: Trigger,
     at: Instant,
+    /// Whether the update was let past the mass-change guard.
+    allow_mass_change: bool,
     end: oneshot::Sender<Outcome>,
 }
 
@@ -80,6 +82,7 @@ impl Updater for Scripted {
                 name: job.mirror.name.to_string(),
                 trigger: job.trigger,
                 at: Instant::now(),
+                allow_mass_change: job.allow_mass_change,
                 end,
             });
             let ending = match ended.await.unwrap_or(Outcome::Failed) {
@@ -195,6 +198,7 @@ impl Harness {
         let request = Request::Sync {
             target: SyncTarget::Mirrors(vec![name.into()]),
             wait,
+            allow_mass_change: false,
         };
         match self.ask(request).await {
             Response::Synced { mirrors } => mirrors,
@@ -208,6 +212,7 @@ impl Harness {
         let request = Request::Sync {
             target: SyncTarget::Mirrors(vec![name.into()]),
             wait: true,
+            allow_mass_change: false,
         };
         tokio::spawn(async move { crate::client::call(&socket, &request, CALL_TIMEOUT).await })
     }
@@ -318,6 +323,53 @@ async fn a_trigger_folds_into_a_dispatched_update_that_has_not_read_yet() {
     assert_eq!(status.next_update_at, None);
     h.advance(WINDOW * 3).await;
     h.assert_no_start().await;
+    h.stop().await;
+}
+
+/// `sync --allow-mass-change` lets exactly one update past the guard: the next to start, not
+/// one dispatched before the request (it took its word already), nor any later one.
+#[tokio::test(start_paused = true)]
+async fn a_mass_change_allowance_goes_to_the_next_update_only() {
+    let mut h = Harness::start(&[("a", "ra.git", ""), ("b", "rb.git", "")], 1).await;
+    h.push("ra.git").await;
+    let a = h.next_start().await;
+    h.push("rb.git").await;
+    h.settle().await;
+    // b is dispatched, waiting for a's permit: the allowance does not fold into it.
+    let request = Request::Sync {
+        target: SyncTarget::Mirrors(vec!["b".into()]),
+        wait: true,
+        allow_mass_change: true,
+    };
+    let socket = h.socket.clone();
+    let waiting =
+        tokio::spawn(async move { crate::client::call(&socket, &request, CALL_TIMEOUT).await });
+    h.settle().await;
+    a.finish();
+    let first = h.next_start().await;
+    assert_eq!((first.name.as_str(), first.allow_mass_change), ("b", false));
+    first.finish();
+    let allowed = h.next_start().await;
+    assert_eq!(
+        (
+            allowed.name.as_str(),
+            allowed.trigger,
+            allowed.allow_mass_change
+        ),
+        ("b", Trigger::Forced, true)
+    );
+    allowed.finish();
+    match waiting.await.expect("joined") {
+        Ok(Response::Synced { mirrors }) => {
+            assert_eq!(mirrors[0].update_status, SyncStatus::Finished)
+        }
+        other => panic!("{other:?}"),
+    }
+    h.sync("b", false).await;
+    let later = h.next_start().await;
+    assert!(!later.allow_mass_change);
+    later.finish();
+    h.settle().await;
     h.stop().await;
 }
 

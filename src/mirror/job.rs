@@ -37,7 +37,8 @@ pub enum JobError {
 /// Runs one update of `mirror` and records it in `store`.
 ///
 /// `retries_left` says whether a transient failure may become `to_retry` rather than
-/// `failed`. `ctx.first_sync` is derived from the stored state.
+/// `failed`. `ctx.first_sync` is derived from the stored state. `allow_mass_change` lets this
+/// one update pass the mass-change guard (`sync NAME --allow-mass-change`).
 pub async fn run(
     config: &Config,
     store: &StateStore,
@@ -45,6 +46,7 @@ pub async fn run(
     trigger: Trigger,
     retries_left: bool,
     cancel: tokio_util::sync::CancellationToken,
+    allow_mass_change: bool,
 ) -> Result<JobOutcome, JobError> {
     let Some(_lock) = store.try_lock(&mirror.name)? else {
         return Ok(JobOutcome::Busy);
@@ -64,6 +66,7 @@ pub async fn run(
         cancel,
         first_sync: state.last_successful_update_at.is_none(),
         scratch_dir: Some(config.daemon.state_dir.join("scratch")),
+        allow_mass_change,
     };
     state.start(Timestamp::now());
     let mut unsaved = store.save(&mirror.name, &state).err();

@@ -1,15 +1,19 @@
 //! One update of one mirror: read both sides, plan, push, and say what happened.
 //!
 //! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
-//! -> `scratch` prepared -> `remote::push_staged` in batches, each under `max_push_size`
-//! (`split`) -> [`UpdateReport`]. When a lease fails because the remote
-//! moved between the read and the push, the remote is read again and the plan retried once.
+//! -> `guard` (the mass-change guard judges the plan) -> `scratch` prepared ->
+//! `remote::push_staged` in batches, each under `max_push_size` (`split`) ->
+//! [`UpdateReport`]. When a lease fails because the remote moved between the read and the
+//! push, the remote is read again and the plan retried once (and judged again).
+//! `preview` is the same read and plan with nothing pushed (`pushmirror plan`, `verify`).
 //! Nothing here writes status: the caller (the daemon, or `pushmirror update`) turns the
 //! result into a `state::Ending`.
 
 pub mod credentials;
+pub mod guard;
 pub mod job;
 pub mod local;
+pub mod preview;
 pub mod refdiff;
 pub mod remote;
 pub mod scratch;
@@ -52,6 +56,9 @@ pub struct UpdateContext {
     /// the real repository with one explicit refspec per ref: the same push, quadratic in
     /// the number of refs.
     pub scratch_dir: Option<PathBuf>,
+    /// `sync NAME --allow-mass-change`: this one update passes the mass-change guard
+    /// ([`guard`]).
+    pub allow_mass_change: bool,
 }
 
 /// What an update did. An update can return a report and still have failed: diverged or
@@ -117,6 +124,14 @@ pub enum UpdateError {
     Split(#[from] SplitError),
     #[error("the local read of the update panicked")]
     Panicked,
+    /// The mass-change guard refused the plan ([`guard`]); permanent: the same plan would
+    /// be refused again.
+    #[error("{}", guard::refusal_message(.mirror, .change, .second_round))]
+    MassChange {
+        mirror: String,
+        change: guard::MassChange,
+        second_round: bool,
+    },
 }
 
 impl UpdateError {
@@ -131,7 +146,8 @@ impl UpdateError {
             | UpdateError::Credentials(_)
             | UpdateError::Ssh(_)
             | UpdateError::Local(_)
-            | UpdateError::Panicked => false,
+            | UpdateError::Panicked
+            | UpdateError::MassChange { .. } => false,
         }
     }
 
@@ -196,6 +212,15 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
         );
         if plan.updates.is_empty() {
             break;
+        }
+        if !ctx.allow_mass_change
+            && let Some(change) = guard::check(&plan, guard::Limits::of(mirror))
+        {
+            return Err(UpdateError::MassChange {
+                mirror: mirror.name.to_string(),
+                change,
+                second_round: round > 0,
+            });
         }
         let remote_has_branches = remote_refs.keys().any(|r| r.starts_with("refs/heads/"));
         let pusher = Pusher {
@@ -678,6 +703,7 @@ mod tests {
             cancel: CancellationToken::new(),
             first_sync: true,
             scratch_dir: None,
+            allow_mass_change: false,
         };
         let remote = remote_for(&mirror, &ctx).expect("a remote");
         let decade = Duration::from_secs(10 * 365 * 86_400);

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::state::{RejectedRef, Timestamp, UpdateStatus, UpdateSummary};
 
 mod framing;
+mod plan;
 mod status;
+
+pub use plan::{MirrorPlan, PlanAction, PlannedRef};
 
 pub use framing::{
     LineRead, MAX_REQUEST_BYTES, SMALL_REQUEST_BYTES, decode_request, encode_request,
@@ -44,12 +47,23 @@ pub enum Request {
     /// [`Response::Notified`] only once the notification is durable.
     Notify(Notification),
     /// Force updates now, bypassing the window. With `wait`, the answer comes when every
-    /// selected mirror's update ended.
-    Sync { target: SyncTarget, wait: bool },
+    /// selected mirror's update ended. `allow_mass_change` lets each selected mirror's next
+    /// update pass the mass-change guard; absent when false.
+    Sync {
+        target: SyncTarget,
+        wait: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_mass_change: bool,
+    },
     /// Status of one mirror or of all.
     Status { name: Option<String> },
     /// Re-read the configuration (as SIGHUP).
     Reload,
+    /// What the next update of each selected mirror would do, ref by ref, read from the
+    /// remote now; nothing is pushed or recorded. Named mirrors may be disabled; `all` and
+    /// `repo` select the enabled ones. Answered with [`Response::Planned`] once every remote
+    /// was read.
+    Plan { target: SyncTarget },
 }
 
 /// A push to a local repository: which refs changed, in the hook's words.
@@ -120,6 +134,10 @@ pub enum Response {
     /// The new configuration is in force.
     Reloaded {
         mirrors: usize,
+    },
+    /// The dry runs of a `plan` request, in the order asked.
+    Planned {
+        mirrors: Vec<MirrorPlan>,
     },
     Error {
         kind: ErrorKind,
@@ -260,10 +278,20 @@ mod tests {
             Request::Sync {
                 target: SyncTarget::Mirrors(vec!["a".into()]),
                 wait: true,
+                allow_mass_change: false,
             },
             Request::Sync {
                 target: SyncTarget::All,
                 wait: false,
+                allow_mass_change: false,
+            },
+            Request::Sync {
+                target: SyncTarget::Mirrors(vec!["a".into()]),
+                wait: true,
+                allow_mass_change: true,
+            },
+            Request::Plan {
+                target: SyncTarget::Mirrors(vec!["a".into()]),
             },
             Request::Status { name: None },
             Request::Reload,
@@ -284,7 +312,8 @@ mod tests {
         assert_eq!(
             encode_request(&Request::Sync {
                 target: SyncTarget::All,
-                wait: false
+                wait: false,
+                allow_mass_change: false,
             }),
             "{\"v\":1,\"op\":\"sync\",\"target\":\"all\",\"wait\":false}\n"
         );

@@ -631,7 +631,12 @@ fn many_remote_only_branches(env: &TestEnv, remote: &Path, oid: &str) {
 fn many_deletes_remove_exactly_the_planned_refs() {
     let f = fixture();
     let env = &f.env;
-    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    // 250 deletes: past the mass-change guard's default, which is not what this test is about.
+    let unguarded = "max_deletes = 0";
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), unguarded),
+    );
     update(env, "m").assert_success();
     many_remote_only_branches(env, &f.remote, &f.c1);
     env.set_ref(&f.remote, "refs/pull/1/head", &f.c1);
@@ -654,7 +659,12 @@ fn many_deletes_remove_exactly_the_planned_refs() {
 fn many_deletes_beside_unmerged_remote_work_keep_it() {
     let f = fixture();
     let env = &f.env;
-    write_config(env, &mirror_toml("m", &f.local, &file_url(&f.remote), ""));
+    // 250 deletes: past the mass-change guard's default, which is not what this test is about.
+    let unguarded = "max_deletes = 0";
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), unguarded),
+    );
     update(env, "m").assert_success();
     many_remote_only_branches(env, &f.remote, &f.c1);
     let unmerged = env.make_commit_on(&f.remote, Some(&f.c2), "remote work");

@@ -349,10 +349,13 @@ impl Connection {
     }
 }
 
-/// Returns true for the requests whose answer waits for updates to end (`sync` with `wait`):
-/// their connections wait parked (see [`wait_parked`]).
+/// Returns true for the requests whose answer waits for updates to end (`sync` with `wait`)
+/// or for remotes to be read (`plan`): their connections wait parked (see [`wait_parked`]).
 fn waits_for_updates(request: &Request) -> bool {
-    matches!(request, Request::Sync { wait: true, .. })
+    matches!(
+        request,
+        Request::Sync { wait: true, .. } | Request::Plan { .. }
+    )
 }
 
 /// Hands a request that waits for updates to the daemon and writes its answer, with the
@@ -701,6 +704,7 @@ fn op_name(request: &Request) -> &'static str {
         Request::Sync { .. } => "sync",
         Request::Status { .. } => "status",
         Request::Reload => "reload",
+        Request::Plan { .. } => "plan",
     }
 }
 
@@ -711,6 +715,7 @@ fn result_name(response: &Response) -> &'static str {
         Response::Synced { .. } => "synced",
         Response::Status { .. } => "status",
         Response::Reloaded { .. } => "reloaded",
+        Response::Planned { .. } => "planned",
         Response::Error { .. } => "error",
     }
 }
@@ -814,6 +819,7 @@ mod tests {
         Request::Sync {
             target: SyncTarget::All,
             wait: true,
+            allow_mass_change: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! spawned task when the answer must wait for a disk write or a running update.
 
 mod notify;
+mod plan;
 mod reload;
 mod status;
 mod sync;
@@ -25,9 +26,14 @@ impl Daemon {
                 });
             }
             Request::Notify(notification) => self.notify(notification, reply),
-            Request::Sync { target, wait } => self.sync(target, wait, reply),
+            Request::Sync {
+                target,
+                wait,
+                allow_mass_change,
+            } => self.sync(target, wait, allow_mass_change, reply),
             Request::Status { name } => self.status(name, reply),
             Request::Reload => self.reload_request(reply),
+            Request::Plan { target } => self.plan(target, reply),
         }
     }
 

@@ -17,6 +17,7 @@ impl Daemon {
         &mut self,
         target: SyncTarget,
         wait: bool,
+        allow_mass_change: bool,
         reply: oneshot::Sender<Response>,
     ) {
         let names = match self.resolve_target(&target) {
@@ -31,6 +32,9 @@ impl Daemon {
             let (tx, rx) = oneshot::channel();
             if wait {
                 waiters.push(rx);
+            }
+            if allow_mass_change {
+                self.allow_mass_change(name);
             }
             self.force(name, Trigger::Forced, wait.then_some(tx));
         }
@@ -78,7 +82,9 @@ impl Daemon {
         let Some(tracked) = self.mirrors.get_mut(name) else {
             return;
         };
-        if tracked.dispatched_unread() {
+        // An allowance for a mass change is for an update that has not started: it does not
+        // fold into a dispatched one (which took its word at dispatch).
+        if tracked.dispatched_unread() && !tracked.allow_mass_change {
             tracked.waiting_running.extend(waiter);
             return;
         }
@@ -86,6 +92,15 @@ impl Daemon {
         tracked.waiting_next.extend(waiter);
         let due = tracked.schedule.force(Instant::now());
         self.schedule_at(name.clone(), due);
+    }
+
+    /// Lets the next update of `name` that starts pass the mass-change guard. An update
+    /// dispatched but not yet reading is not that update: it may already have taken the
+    /// word, so the forced update that follows gets it (see [`Daemon::force`]).
+    fn allow_mass_change(&mut self, name: &MirrorName) {
+        if let Some(tracked) = self.mirrors.get_mut(name) {
+            tracked.allow_mass_change = true;
+        }
     }
 
     /// Forces an update of every enabled mirror (SIGUSR1).

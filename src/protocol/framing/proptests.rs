@@ -72,7 +72,14 @@ fn request() -> impl Strategy<Value = Request> {
                     all_refs,
                 })
             }),
-        (target(), any::<bool>()).prop_map(|(target, wait)| Request::Sync { target, wait }),
+        (target(), any::<bool>(), any::<bool>()).prop_map(|(target, wait, allow_mass_change)| {
+            Request::Sync {
+                target,
+                wait,
+                allow_mass_change,
+            }
+        }),
+        target().prop_map(|target| Request::Plan { target }),
         prop::option::of(text()).prop_map(|name| Request::Status { name }),
         Just(Request::Reload),
     ]
@@ -351,7 +358,7 @@ proptest! {
     ) {
         let repo = PathBuf::from(OsString::from_vec(bytes));
         let request = if sync {
-            Request::Sync { target: SyncTarget::Repo(repo), wait: false }
+            Request::Sync { target: SyncTarget::Repo(repo), wait: false, allow_mass_change: false }
         } else {
             Request::Notify(Notification { repo, refs: Vec::new(), all_refs: false })
         };
