@@ -193,15 +193,24 @@ pub fn init_libgit2() {
 /// Brings `mirror`'s remote in line with its local repository, once.
 pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport, UpdateError> {
     let remote = remote_for(mirror, ctx)?;
-    let scratch = prepare_scratch(mirror, ctx).await;
+    // The scratch repository is prepared, and the local refs read, while the remote
+    // advertises its refs: at 100,000 refs each is a good part of a no-op's time.
+    let (scratch, first_read) =
+        tokio::join!(prepare_scratch(mirror, ctx), read_refs(&remote, mirror));
+    let mut first_read = Some(first_read);
     let mut report = UpdateReport {
         rejections_transient: true,
         ..UpdateReport::default()
     };
     // A second round only when a lease failed: the remote moved between read and push.
     for round in 0..2 {
-        let remote_refs = remote.list_refs().await?.refs;
-        let (plan, default_branch, fingerprint) = plan_locally(mirror, remote_refs.clone()).await?;
+        let read = match first_read.take() {
+            Some(read) => read,
+            None => read_refs(&remote, mirror).await,
+        };
+        let (remote_refs, local) = read?;
+        let (plan, default_branch, fingerprint, remote_refs) =
+            plan_locally(mirror, local, remote_refs).await?;
         report.fingerprint = fingerprint;
         report.divergent = plan.divergent.clone();
         debug!(
@@ -446,32 +455,51 @@ async fn push_in_batches(
     Ok(stale)
 }
 
-/// Opens the local repository and plans against `remote_refs`, on a blocking thread.
-/// Returns the plan, the default branch, and the fingerprint of the mirrored refs.
+/// The local repository, open, and its refs as read.
+struct LocalRead {
+    repo: LocalRepo,
+    refs: refdiff::LocalRefs,
+}
+
+/// Reads the remote's refs and the local ones at the same time (the local read on a
+/// blocking thread).
+async fn read_refs(
+    remote: &Remote<'_>,
+    mirror: &Mirror,
+) -> Result<(BTreeMap<String, Oid>, LocalRead), UpdateError> {
+    let repo_path = mirror.repo.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        let repo = LocalRepo::open(&repo_path)?;
+        let refs = repo.refs()?;
+        Ok::<_, LocalError>(LocalRead { repo, refs })
+    });
+    let (listed, local) = tokio::join!(remote.list_refs(), local);
+    let listed = listed?;
+    let local = local.map_err(|_| UpdateError::Panicked)??;
+    Ok((listed.refs, local))
+}
+
+/// Plans `local` against `remote_refs` on a blocking thread; gives `remote_refs` back.
 async fn plan_locally(
     mirror: &Mirror,
+    local: LocalRead,
     remote_refs: BTreeMap<String, Oid>,
-) -> Result<(Plan, Option<String>, String), UpdateError> {
-    let repo_path = mirror.repo.clone();
+) -> Result<(Plan, Option<String>, String, BTreeMap<String, Oid>), UpdateError> {
     let branches = mirror.branches.clone();
     let keep_divergent_refs = mirror.keep_divergent_refs;
     let prune = mirror.prune;
     let job = tokio::task::spawn_blocking(move || {
-        let repo = LocalRepo::open(&repo_path)?;
-        let local = repo.refs()?;
+        let LocalRead { repo, refs } = local;
         let policy = Policy {
             branches: &branches,
             keep_divergent_refs,
             prune,
         };
-        let plan = refdiff::plan(&local, &remote_refs, policy, &repo);
-        let fingerprint = fingerprint(&local, &branches);
-        Ok::<_, LocalError>((plan, local.default_branch, fingerprint))
+        let plan = refdiff::plan(&refs, &remote_refs, policy, &repo);
+        let fingerprint = fingerprint(&refs, &branches);
+        (plan, refs.default_branch, fingerprint, remote_refs)
     });
-    match job.await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(UpdateError::Panicked),
-    }
+    job.await.map_err(|_| UpdateError::Panicked)
 }
 
 /// Returns a digest of the refs `branches` mirrors, stable across runs and versions.
