@@ -6,6 +6,7 @@ pub mod completions;
 pub mod contact;
 pub mod detect_host_keys;
 pub mod install_hook;
+pub mod pause;
 pub mod reload;
 pub mod ssh_keygen;
 pub mod status;

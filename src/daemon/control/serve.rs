@@ -701,6 +701,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::Sync { .. } => "sync",
         Request::Status { .. } => "status",
         Request::Reload => "reload",
+        Request::Pause { .. } => "pause",
+        Request::Resume { .. } => "resume",
     }
 }
 
@@ -711,6 +713,8 @@ fn result_name(response: &Response) -> &'static str {
         Response::Synced { .. } => "synced",
         Response::Status { .. } => "status",
         Response::Reloaded { .. } => "reloaded",
+        Response::Paused { .. } => "paused",
+        Response::Resumed { .. } => "resumed",
         Response::Error { .. } => "error",
     }
 }

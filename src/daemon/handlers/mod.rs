@@ -3,6 +3,8 @@
 //! spawned task when the answer must wait for a disk write or a running update.
 
 mod notify;
+// Operations: silent mode and pause.
+mod pause;
 mod reload;
 mod status;
 mod sync;
@@ -28,6 +30,8 @@ impl Daemon {
             Request::Sync { target, wait } => self.sync(target, wait, reply),
             Request::Status { name } => self.status(name, reply),
             Request::Reload => self.reload_request(reply),
+            Request::Pause { target } => self.pause_request(target, reply),
+            Request::Resume { target } => self.resume_request(target, reply),
         }
     }
 
