@@ -48,7 +48,7 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where an event goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Sink {
     Webhook,
     Command,
@@ -121,8 +121,8 @@ struct Task {
     config: Option<AlertsConfig>,
     /// The alert files read so far (this task is their only writer).
     files: HashMap<MirrorName, MirrorAlerts>,
-    /// Mirrors with a delivery running: their next event waits for it.
-    in_flight: HashSet<MirrorName>,
+    /// Mirrors and receivers with a delivery running: the next event waits for it.
+    in_flight: HashSet<(MirrorName, Sink)>,
     tx: mpsc::UnboundedSender<Message>,
     /// Made at the first webhook delivery.
     client: Option<reqwest::Client>,
@@ -196,6 +196,10 @@ impl Task {
         for (mirror, state) in loaded {
             self.ended(&mirror, &state).await;
         }
+        info!(
+            mirrors = self.files.len(),
+            "alert streaks checked against the mirrors' states"
+        );
         self.deliver_all();
     }
 
@@ -227,7 +231,7 @@ impl Task {
     }
 
     async fn delivered(&mut self, name: &MirrorName, id: u64, sink: Sink) {
-        self.in_flight.remove(name);
+        self.in_flight.remove(&(name.clone(), sink));
         let Some(file) = self.files.get_mut(name) else {
             return;
         };
@@ -261,51 +265,54 @@ impl Task {
         }
     }
 
-    /// Starts the delivery of `name`'s oldest undelivered event to one receiver, unless one
-    /// of its deliveries runs.
+    /// Starts, for each receiver, the delivery of `name`'s oldest event it has not had,
+    /// unless a delivery of `name` to that receiver runs: each receiver gets a mirror's events
+    /// in order, and a dead webhook never holds up the command (nor the reverse).
     fn deliver_next(&mut self, name: &MirrorName) {
-        if self.in_flight.contains(name) {
-            return;
-        }
-        let Some(pending) = self
-            .files
-            .get(name)
-            .and_then(|f| f.pending.first())
-            .cloned()
-        else {
-            return;
-        };
-        let sink = if pending.webhook {
-            Sink::Webhook
-        } else {
-            Sink::Command
-        };
-        let target = match (&self.config, sink) {
-            (Some(c), Sink::Webhook) => c.webhook_url.clone().map(|url| Target::Webhook {
-                url,
-                token_file: c.webhook_token_file.clone(),
-            }),
-            (Some(c), Sink::Command) if !c.command.is_empty() => {
-                Some(Target::Command(c.command.clone()))
+        for sink in [Sink::Webhook, Sink::Command] {
+            if self.in_flight.contains(&(name.clone(), sink)) {
+                continue;
             }
-            _ => None,
-        };
-        let tx = self.tx.clone();
-        let (mirror, id) = (name.clone(), pending.id);
-        let Some(target) = target else {
-            // The receiver is no longer configured (a reload): nothing to deliver to.
-            let _ = tx.send(Message::Delivered { mirror, id, sink });
-            return;
-        };
-        if matches!(target, Target::Webhook { .. }) && self.client.is_none() {
-            self.client = webhook_client();
+            let Some(pending) = self
+                .files
+                .get(name)
+                .and_then(|f| {
+                    f.pending.iter().find(|p| match sink {
+                        Sink::Webhook => p.webhook,
+                        Sink::Command => p.command,
+                    })
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            let target = match (&self.config, sink) {
+                (Some(c), Sink::Webhook) => c.webhook_url.clone().map(|url| Target::Webhook {
+                    url,
+                    token_file: c.webhook_token_file.clone(),
+                }),
+                (Some(c), Sink::Command) if !c.command.is_empty() => {
+                    Some(Target::Command(c.command.clone()))
+                }
+                _ => None,
+            };
+            let tx = self.tx.clone();
+            let (mirror, id) = (name.clone(), pending.id);
+            self.in_flight.insert((name.clone(), sink));
+            let Some(target) = target else {
+                // The receiver is no longer configured (a reload): nothing to deliver to.
+                let _ = tx.send(Message::Delivered { mirror, id, sink });
+                continue;
+            };
+            if matches!(target, Target::Webhook { .. }) && self.client.is_none() {
+                self.client = webhook_client();
+            }
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                deliver(&mirror, &pending.event, &target, client.as_ref()).await;
+                let _ = tx.send(Message::Delivered { mirror, id, sink });
+            });
         }
-        let client = self.client.clone();
-        self.in_flight.insert(name.clone());
-        tokio::spawn(async move {
-            deliver(&mirror, &pending.event, &target, client.as_ref()).await;
-            let _ = tx.send(Message::Delivered { mirror, id, sink });
-        });
     }
 }
 
