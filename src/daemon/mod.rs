@@ -9,8 +9,9 @@
 //! state files, opening repositories) happens off the loop.
 //!
 //! The loop's work is spread by what starts it:
-//! - [`handlers`]: one module per control request (notify, sync, status, reload) and per
-//!   signal, each answering through the request's `reply`;
+//! - [`handlers`]: one module per control request (notify, sync, status, reload, pause and
+//!   resume) and per signal, each answering through the request's `reply`;
+//! - [`alerts`]: the task that announces failure streaks beside the loop;
 //! - [`driver`]: the scheduler's driver: the heap of due times, starting due updates behind
 //!   the permits, and ending them (one follow-up, retries, compaction of the queue);
 //! - [`resume`]: what start-up and reload pick up (pending work, the spool, changed refs);

@@ -217,6 +217,13 @@ fn silent_mode_holds_every_update_until_a_reload_turns_it_off() {
     wait_logged(&daemon, "SIGUSR1");
     let table = h.env.pushmirror(&["status"]);
     assert!(table.stdout.contains("silent"), "{table}");
+    // `pushmirror update`, without the daemon's schedule, is held too.
+    let out = h.env.pushmirror(&["update", "m"]);
+    out.assert_code(1);
+    assert!(
+        out.stdout.starts_with("m: not updated: silent mode is on"),
+        "{out}"
+    );
     // A crash keeps it silent: the file says so, and the pending update is in the queue.
     daemon.signal(libc::SIGKILL);
     daemon.wait_for_exit(SOON);
@@ -521,4 +528,35 @@ fn an_event_pending_at_a_crash_is_delivered_once_after_the_restart() {
     wait_logged(&daemon, "alert streaks checked");
     env.pushmirror(&["sync", "a", "--wait"]).assert_code(1);
     assert_eq!(mirrors_of(&receiver.events()), want);
+}
+
+#[test]
+fn the_shipped_relay_turns_an_event_into_a_chat_message() {
+    let env = TestEnv::new();
+    let receiver = WebhookReceiver::start(&env);
+    let url_file = env.write_secret("secrets/chat.url", &format!("{}\n", receiver.url("chat")));
+    let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alert-relay-example.sh");
+    let event = serde_json::json!({
+        "event": "mirror_failed", "mirror": "app-github", "repo": "/srv/git/app.git",
+        "url": "https://*****:*****@github.com/acme/app.git", "update_status": "failed",
+        "error": "the remote refused the credentials\nsecond line",
+        "failing_since": "2026-11-22T19:53:29.871Z", "at": "2026-11-22T20:03:29.871Z"
+    });
+    // As the daemon runs it: nothing in the environment but PATH.
+    let mut cmd = std::process::Command::new(&relay);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg(&url_file);
+    let out = env.run_with_stdin(&mut cmd, event.to_string().as_bytes());
+    out.assert_success();
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    assert_eq!(requests[0]["path"], "/chat");
+    let body: Value =
+        serde_json::from_str(requests[0]["body"].as_str().expect("body")).expect("JSON");
+    assert_eq!(
+        body["text"],
+        "mirror app-github is failing (since 2026-11-22T19:53:29.871Z): the remote refused the \
+         credentials\n/srv/git/app.git -> https://*****:*****@github.com/acme/app.git"
+    );
 }
