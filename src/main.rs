@@ -46,6 +46,24 @@ enum Command {
     },
     /// Asks the daemon to re-read the configuration (as SIGHUP)
     Reload,
+    /// Pauses mirrors: pushes are recorded, nothing is pushed until `resume` (kept across restarts)
+    Pause {
+        /// Mirrors to pause
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every mirror
+        #[arg(long)]
+        all: bool,
+    },
+    /// Resumes paused mirrors; what became pending runs at once
+    Resume {
+        /// Mirrors to resume
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every paused mirror
+        #[arg(long)]
+        all: bool,
+    },
     /// Validates the configuration; prints file, line and column of each error
     CheckConfig,
     /// Updates mirrors now, in this process, without the daemon; exits 1 if one failed
@@ -202,6 +220,12 @@ fn run(command: Command, path: &Path) -> u8 {
                 ))
             })
         }
+        Command::Pause { names, all } => {
+            pause_or_resume(path, cli::pause::Action::Pause, names, all)
+        }
+        Command::Resume { names, all } => {
+            pause_or_resume(path, cli::pause::Action::Resume, names, all)
+        }
         Command::Reload => with_daemon(path, |contact| {
             cli::block_on(cli::reload::run(&contact, &mut out, &mut err))
         }),
@@ -235,6 +259,21 @@ fn run(command: Command, path: &Path) -> u8 {
             ))
         }),
     }
+}
+
+/// Runs `pause` or `resume` through the daemon configured at `path`.
+fn pause_or_resume(path: &Path, action: cli::pause::Action, names: Vec<String>, all: bool) -> u8 {
+    let target = if all {
+        SyncTarget::All
+    } else {
+        SyncTarget::Mirrors(names)
+    };
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    with_daemon(path, |contact| {
+        cli::block_on(cli::pause::run(
+            &contact, action, target, &mut out, &mut err,
+        ))
+    })
 }
 
 /// Loads the configuration at `path`, starts logging (at `default_level` unless `RUST_LOG`

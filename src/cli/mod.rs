@@ -7,6 +7,7 @@ pub mod contact;
 pub mod detect_host_keys;
 pub mod install_hook;
 pub mod plan;
+pub mod pause;
 pub mod reload;
 pub mod ssh_keygen;
 pub mod status;

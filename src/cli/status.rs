@@ -19,6 +19,7 @@ use crate::client::{ClientError, call};
 use crate::config::{Config, Mirror};
 use crate::error::chain;
 use crate::protocol::{MirrorStatus, Request, Response};
+use crate::store::paused::PausedStore;
 use crate::store::state::{MirrorState, StateStore};
 
 #[derive(Debug, Serialize)]
@@ -121,6 +122,11 @@ fn from_files(
             return Err(EXIT_USAGE);
         }
     };
+    // Operations: silent mode and pause, as the daemon would say at its next start.
+    let paused = PausedStore::new(&config.daemon.state_dir)
+        .load()
+        .map(|(paused, _)| paused)
+        .unwrap_or_default();
     let mut entries = Vec::new();
     for mirror in mirrors {
         let state = match store.load(&mirror.name) {
@@ -130,7 +136,10 @@ fn from_files(
                 MirrorState::default()
             }
         };
-        entries.push(MirrorStatus::from_state(mirror, state));
+        let mut entry = MirrorStatus::from_state(mirror, state);
+        entry.silent = config.daemon.silent;
+        entry.paused = entry.silent || paused.contains(mirror.name.as_str());
+        entries.push(entry);
     }
     Ok(entries)
 }

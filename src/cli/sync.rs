@@ -61,6 +61,13 @@ pub async fn run(
                             at.rfc3339()
                         );
                     }
+                    None if result.update_status == SyncStatus::Paused => {
+                        let _ = writeln!(
+                            out,
+                            "{}: paused; the update is recorded and runs on 'pushmirror resume' (or when silent mode ends)",
+                            result.name
+                        );
+                    }
                     None => {
                         let _ = writeln!(out, "{}: {}", result.name, result.update_status);
                     }

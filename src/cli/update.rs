@@ -12,6 +12,7 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{Config, Mirror};
 use crate::error::chain;
 use crate::mirror::job::{self, JobError, JobOutcome};
+use crate::store::paused::PausedStore;
 use crate::store::state::{StateStore, Trigger, UpdateStatus};
 
 /// Which mirrors to update.
@@ -48,8 +49,26 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
+    // Operations: silent mode and pause hold this command too: nothing is pushed.
+    let paused = match PausedStore::new(&config.daemon.state_dir).load() {
+        Ok((paused, _)) => paused,
+        Err(e) => {
+            let _ = writeln!(err, "error: {}", chain(&e));
+            return EXIT_USAGE;
+        }
+    };
     let mut code = EXIT_OK;
     for mirror in mirrors {
+        if config.daemon.silent || paused.contains(mirror.name.as_str()) {
+            let why = if config.daemon.silent {
+                "silent mode is on ([daemon] silent = true)"
+            } else {
+                "it is paused; 'pushmirror resume' it first"
+            };
+            let _ = writeln!(out, "{}: not updated: {why}", mirror.name);
+            code = code.max(EXIT_FAILED);
+            continue;
+        }
         code = code.max(update_one(config, &store, mirror, allow_mass_change, out, err).await);
     }
     code

@@ -53,6 +53,24 @@ pub struct Config {
     /// message naming the mirror too. `Config::load` succeeds with them; `check-config`
     /// reports them as errors.
     pub mirror_problems: Vec<MirrorProblem>,
+    // Operations: alerts.
+    /// `[alerts]`: where the events of a mirror entering `failed` and recovering go; `None`
+    /// when the table is absent.
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// The `[alerts]` table (SPEC.md sections 3 and 11). At least one of `webhook_url` and
+/// `command` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// Events are POSTed here as JSON.
+    pub webhook_url: Option<String>,
+    /// The bearer token's file (absolute), read at each delivery, under the rules of
+    /// `password_file` (mode 0600).
+    pub webhook_token_file: Option<PathBuf>,
+    /// A program (absolute when written with a `/`, else looked up in `PATH`) and its
+    /// arguments, run with each event on stdin; empty when not set.
+    pub command: Vec<String>,
 }
 
 /// The `[daemon]` table.
@@ -71,6 +89,11 @@ pub struct DaemonConfig {
     /// `git_config = "isolated" | "inherit"`: whether git children may read the user's and the
     /// system's git configuration. Default isolated.
     pub git_config: GitConfigPolicy,
+    // Operations: silent mode.
+    /// `silent = true`: GitLab's Silent Mode for the whole daemon. Notifications and forced
+    /// syncs are recorded; no update runs (no git process talks to a remote) until it is
+    /// turned off, by a reload or a restart. Default false.
+    pub silent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

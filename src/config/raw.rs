@@ -20,6 +20,21 @@ pub(super) struct RawConfig {
     /// The `[[mirror]]` tables; each span is the table's header.
     #[serde(default)]
     pub mirror: Vec<Spanned<RawMirror>>,
+    // Operations: alerts.
+    /// The `[alerts]` table; no alerts when absent.
+    pub alerts: Option<Spanned<RawAlerts>>,
+}
+
+/// The `[alerts]` table (operations: alerts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawAlerts {
+    /// An `http://` or `https://` URL the events are POSTed to.
+    pub webhook_url: Option<Spanned<String>>,
+    /// A file holding the bearer token; relative to the file's directory; mode 0600.
+    pub webhook_token_file: Option<Spanned<String>>,
+    /// A program and its arguments, run with each event on stdin.
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// The `[daemon]` table.
@@ -38,6 +53,9 @@ pub(super) struct RawDaemon {
     pub log_format: Option<RawLogFormat>,
     /// Default `"isolated"`.
     pub git_config: Option<RawGitConfig>,
+    // Operations: silent mode.
+    /// Default false: silent mode records everything and pushes nothing.
+    pub silent: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

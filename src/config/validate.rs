@@ -127,7 +127,8 @@ fn from_source(
     let defaults = checker.options(raw.defaults.unwrap_or_default(), Level::Defaults);
     let mirrors = checker.mirrors(raw.mirror, &defaults, &daemon.state_dir);
     checker.warn_if_default_protected_branches_unused(&defaults, &mirrors);
-    checker.into_config(absolute, daemon, mirrors)
+    let alerts = raw.alerts.and_then(|table| checker.alerts(table));
+    checker.into_config(absolute, daemon, mirrors, alerts)
 }
 
 /// Returns the problems of a file without errors, each with the mirror it concerns.
@@ -369,6 +370,7 @@ impl<'a> Checker<'a> {
         absolute: &Path,
         daemon: DaemonConfig,
         mirrors: Vec<Mirror>,
+        alerts: Option<super::AlertsConfig>,
     ) -> Result<Config, ConfigError> {
         if !self.errors.is_empty() {
             return Err(self.into_error());
@@ -381,6 +383,7 @@ impl<'a> Checker<'a> {
             mirrors,
             warnings: self.warnings,
             mirror_problems: named_problems(self.problems),
+            alerts,
         })
     }
 
@@ -520,6 +523,7 @@ impl<'a> Checker<'a> {
                 Some(RawGitConfig::Inherit) => GitConfigPolicy::Inherit,
                 Some(RawGitConfig::Isolated) | None => GitConfigPolicy::Isolated,
             },
+            silent: raw.silent.unwrap_or(false),
         }
     }
 
@@ -1277,6 +1281,8 @@ fn regex_error_summary(error: &regex::Error) -> String {
 #[cfg(test)]
 mod proptests;
 mod ssh;
+// Operations: alerts.
+mod alerts;
 
 use ssh::ssh_settings;
 
@@ -1529,9 +1535,9 @@ mod tests {
             found,
             [
                 "c.toml:1:1: unknown key `colour`, expected one of `daemon`, `defaults`, \
-                 `mirror`",
+                 `mirror`, `alerts`",
                 "c.toml:3:1: unknown key `state`, expected one of `state_dir`, `socket`, \
-                 `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`",
+                 `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`",
                 "c.toml:5:1: unknown key `delays`, expected one of `enabled`, \
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \

@@ -123,6 +123,11 @@ impl Daemon {
             tracked.schedule.cancel();
             return;
         }
+        if self.config.daemon.silent || self.paused.contains(name.as_str()) {
+            // Silent mode or paused: the update stays pending (schedule and queue) and is
+            // started when the mirror is released (`handlers/pause.rs`).
+            return;
+        }
         let trigger = if tracked.schedule.is_retry() {
             Trigger::Retry
         } else {
@@ -180,6 +185,10 @@ impl Daemon {
             outcome,
         } = done;
         let (ended, mut result) = ending(&name, &mirror, &outcome);
+        if let Ok(JobOutcome::Ran { state, .. }) = &outcome {
+            // Operations: alerts. Told without waiting: deliveries never delay updates.
+            self.alerts.ended(&mirror, state);
+        }
         let Some(tracked) = self.mirrors.get_mut(&name) else {
             return; // removed by a reload meanwhile
         };
@@ -204,15 +213,19 @@ impl Daemon {
     }
 
     /// Empties the queue when no update runs or waits and every acknowledged append is
-    /// marked. Sent now, so that it cannot overtake an entry appended for a later event.
+    /// marked; what held mirrors (paused, or silent mode) have pending is kept in it. Sent
+    /// now, so that it cannot overtake an entry appended for a later event.
     pub(super) fn compact_if_idle(&mut self) {
         let idle = self.running == 0
             && self.unmarked_appends == 0
-            && self.mirrors.values().all(|t| !t.schedule.is_pending());
+            && self
+                .mirrors
+                .iter()
+                .all(|(name, t)| !t.schedule.is_pending() || self.is_held(name.as_str()));
         if !idle {
             return;
         }
-        let compacted = self.queue.compact(Pending::new());
+        let compacted = self.queue.compact(self.pending());
         tokio::spawn(async move {
             if let Err(e) = compacted.await {
                 warn!(error = %chain(&e), "cannot compact the queue");

@@ -9,8 +9,9 @@
 //! state files, opening repositories) happens off the loop.
 //!
 //! The loop's work is spread by what starts it:
-//! - [`handlers`]: one module per control request (notify, sync, status, reload) and per
-//!   signal, each answering through the request's `reply`;
+//! - [`handlers`]: one module per control request (notify, sync, status, reload, pause and
+//!   resume) and per signal, each answering through the request's `reply`;
+//! - [`alerts`]: the task that announces failure streaks beside the loop;
 //! - [`driver`]: the scheduler's driver: the heap of due times, starting due updates behind
 //!   the permits, and ending them (one follow-up, retries, compaction of the queue);
 //! - [`resume`]: what start-up and reload pick up (pending work, the spool, changed refs);
@@ -25,6 +26,7 @@
 //! stopped is scheduled again at start, and so is every mirror whose local refs changed since
 //! its last successful update.
 
+mod alerts;
 pub mod control;
 mod driver;
 mod handlers;
@@ -37,7 +39,7 @@ mod systemd;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +52,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, MirrorName};
 use crate::error::chain;
+use crate::store::paused::PausedStore;
 use crate::store::queue::{Pending, Queue, QueueError};
 use crate::store::state::{StateError, StateStore};
 use crate::store::{self, spool};
@@ -109,6 +112,16 @@ struct Daemon {
     /// Queue appends whose mirrors are not marked yet ([`Event::Appended`] pending): the queue
     /// must not be compacted meanwhile, or it could drop what they hold.
     unmarked_appends: usize,
+    // Operations: silent mode and pause.
+    /// The mirrors `pushmirror pause` paused (names, also of mirrors a reload removed, so
+    /// that one added back is still paused), as on disk in `paused_store`.
+    paused: BTreeSet<String>,
+    paused_store: PausedStore,
+    /// Bumped at each change of `paused`, so that writes land in order.
+    paused_generation: u64,
+    // Operations: alerts.
+    /// The alerts task: told how each update ended, it announces streaks beside the loop.
+    alerts: alerts::Alerts,
 }
 
 /// Runs `pushmirror daemon` on `config` until SIGTERM or SIGINT.
@@ -177,6 +190,8 @@ pub(crate) async fn run_with(
         mirrors = daemon.mirrors.len(),
         socket = %config.daemon.socket.display(),
         pid = std::process::id(),
+        silent = config.daemon.silent,
+        paused = daemon.paused.len(),
         "daemon ready"
     );
     if let Err(e) = systemd::notify("READY=1") {
@@ -232,6 +247,9 @@ impl Daemon {
         let (queue, pending) = Queue::open(&config.daemon.state_dir)?;
         let (events, event_rx) = mpsc::unbounded_channel();
         let permits_total = permit_count(config.daemon.max_parallel_pushes);
+        let paused_store = PausedStore::new(&config.daemon.state_dir);
+        let paused = load_paused(&paused_store);
+        let alerts = alerts::Alerts::start(&config, store.clone());
         let daemon = Daemon {
             config: Arc::new(config),
             store,
@@ -246,6 +264,10 @@ impl Daemon {
             kill: CancellationToken::new(),
             running: 0,
             unmarked_appends: 0,
+            paused,
+            paused_store,
+            paused_generation: 0,
+            alerts,
         };
         Ok((daemon, pending, event_rx))
     }
@@ -279,6 +301,30 @@ impl Daemon {
     }
 }
 
+/// Returns the mirrors paused at the last stop; a file that cannot be read is reported and
+/// nothing is paused (it was written atomically, so this takes a damaged disk).
+fn load_paused(store: &PausedStore) -> BTreeSet<String> {
+    match store.load() {
+        Ok((paused, aside)) => {
+            if let Some(aside) = aside {
+                error!(moved_to = %aside.moved_to.display(), reason = %aside.reason,
+                    "the paused mirrors' file is corrupt and was set aside; no mirror is paused");
+            }
+            if !paused.is_empty() {
+                info!(
+                    mirrors = paused.len(),
+                    "mirrors paused at the last stop stay paused"
+                );
+            }
+            paused
+        }
+        Err(e) => {
+            error!(error = %chain(&e), "cannot read the paused mirrors; no mirror is paused");
+            BTreeSet::new()
+        }
+    }
+}
+
 /// Returns how many updates may run at once for `max_parallel_pushes`. Validation allows 1 to
 /// 1024; the clamp only keeps a value that slipped past it from panicking the semaphore, which
 /// holds at most `Semaphore::MAX_PERMITS` and would never hand out a permit at zero.
@@ -302,6 +348,7 @@ fn sweep(state_dir: &Path) {
         state_dir.to_owned(),
         state_dir.join(store::state::MIRRORS_DIR),
         spool::spool_dir(state_dir),
+        state_dir.join(store::alerts::ALERTS_DIR),
     ];
     let removed: usize = dirs.iter().map(|dir| store::sweep_temporaries(dir)).sum();
     if removed > 0 {

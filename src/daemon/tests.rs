@@ -730,3 +730,108 @@ async fn a_notification_of_all_refs_marks_every_mirror_of_its_repository() {
     notification.all_refs = true;
     assert_eq!(names(&daemon, &notification), ["all", "main-only"]);
 }
+
+// Operations: silent mode and pause.
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_mirror_holds_its_updates_and_resume_runs_them_at_once() {
+    let mut h = Harness::start(&[("a", "ra.git", ""), ("b", "rb.git", "")], 2).await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    let pause = Request::Pause {
+        target: SyncTarget::Mirrors(vec!["a".into()]),
+    };
+    assert_eq!(
+        h.ask(pause).await,
+        Response::Paused {
+            mirrors: vec!["a".into()],
+            silent: false
+        }
+    );
+    h.push("ra.git").await;
+    let results = h.sync("a", true).await;
+    assert_eq!(results[0].update_status, SyncStatus::Paused);
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    let status = h.status("a").await;
+    assert!(status.paused && !status.silent, "{status:?}");
+    assert_eq!(status.update_status, UpdateStatus::Scheduled);
+    assert_eq!(status.next_update_at, None);
+    // Another mirror is not held.
+    h.push("rb.git").await;
+    h.next_start().await.finish();
+
+    let resume = Request::Resume {
+        target: SyncTarget::All,
+    };
+    assert_eq!(
+        h.ask(resume).await,
+        Response::Resumed {
+            mirrors: vec!["a".into()],
+            started: vec!["a".into()],
+            silent: false
+        }
+    );
+    let a = h.next_start().await;
+    assert_eq!((a.name.as_str(), a.trigger), ("a", Trigger::Forced));
+    a.finish();
+    h.settle().await;
+    assert!(!h.status("a").await.paused);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_and_what_is_pending_survive_a_restart() {
+    let mut h = Harness::start(&[("a", "ra.git", "")], 1).await;
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    let pause = Request::Pause {
+        target: SyncTarget::All,
+    };
+    assert!(matches!(h.ask(pause).await, Response::Paused { .. }));
+    h.push("ra.git").await;
+    h.settle().await;
+    let dir = {
+        let Harness {
+            dir,
+            shutdown,
+            daemon,
+            ..
+        } = h;
+        let _ = shutdown.map(|s| s.send(()));
+        daemon.await.expect("ends").expect("stops");
+        dir
+    };
+    let mut h = Harness::start_in(dir, &[("a", "ra.git", "")], 1, |_| {}).await;
+    h.advance(WINDOW * 3).await;
+    h.assert_no_start().await;
+    assert_eq!(h.status("a").await.update_status, UpdateStatus::Scheduled);
+    let resume = Request::Resume {
+        target: SyncTarget::Mirrors(vec!["a".into()]),
+    };
+    assert!(matches!(h.ask(resume).await, Response::Resumed { .. }));
+    let a = h.next_start().await;
+    assert_eq!(a.trigger, Trigger::Startup);
+    a.finish();
+    h.settle().await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_names_are_refused_and_nothing_is_paused() {
+    let mut h = Harness::start(&[("a", "ra.git", "")], 1).await;
+    let pause = Request::Pause {
+        target: SyncTarget::Mirrors(vec!["a".into(), "nope".into()]),
+    };
+    assert!(matches!(
+        h.ask(pause).await,
+        Response::Error {
+            kind: crate::protocol::ErrorKind::NotFound,
+            ..
+        }
+    ));
+    h.push("ra.git").await;
+    h.next_start().await.finish();
+    h.settle().await;
+    h.stop().await;
+}

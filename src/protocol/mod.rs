@@ -64,6 +64,12 @@ pub enum Request {
     /// `repo` select the enabled ones. Answered with [`Response::Planned`] once every remote
     /// was read.
     Plan { target: SyncTarget },
+    // Operations: pause.
+    /// Pause mirrors: notifications and forced syncs are still recorded, no update runs.
+    /// Answered with [`Response::Paused`] once the paused set is on disk.
+    Pause { target: SyncTarget },
+    /// Resume paused mirrors; what became pending runs at once (unless silent mode is on).
+    Resume { target: SyncTarget },
 }
 
 /// A push to a local repository: which refs changed, in the hook's words.
@@ -139,6 +145,19 @@ pub enum Response {
     Planned {
         mirrors: Vec<MirrorPlan>,
     },
+    // Operations: pause.
+    /// These mirrors are paused now (on disk). `silent`: the daemon is in silent mode too.
+    Paused {
+        mirrors: Vec<String>,
+        silent: bool,
+    },
+    /// These mirrors are no longer paused; the held updates of `started` were started now
+    /// (none while `silent`: they run when silent mode ends).
+    Resumed {
+        mirrors: Vec<String>,
+        started: Vec<String>,
+        silent: bool,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -172,6 +191,10 @@ pub enum SyncStatus {
     Removed,
     /// The daemon stopped before the update ran.
     Cancelled,
+    // Operations: pause.
+    /// The mirror is paused (or the daemon silent): the forced update was recorded and runs
+    /// on resume; nothing ran now.
+    Paused,
 }
 
 impl SyncStatus {
@@ -185,6 +208,7 @@ impl SyncStatus {
             SyncStatus::ToRetry => UpdateStatus::ToRetry.as_str(),
             SyncStatus::Removed => "removed",
             SyncStatus::Cancelled => "cancelled",
+            SyncStatus::Paused => "paused",
         }
     }
 }
@@ -251,6 +275,14 @@ pub struct MirrorStatus {
     pub refs_updated: usize,
     pub refs_deleted: usize,
     pub history: Vec<UpdateSummary>,
+    // Operations: silent mode and pause.
+    /// No update of this mirror runs now: it is paused, or the daemon is in silent mode.
+    /// What is pending shows in `update_status` (`scheduled`) and runs on resume.
+    #[serde(default)]
+    pub paused: bool,
+    /// The daemon is in silent mode (`[daemon] silent = true`).
+    #[serde(default)]
+    pub silent: bool,
 }
 
 #[cfg(test)]
@@ -295,6 +327,12 @@ mod tests {
             },
             Request::Status { name: None },
             Request::Reload,
+            Request::Pause {
+                target: SyncTarget::Mirrors(vec!["a".into()]),
+            },
+            Request::Resume {
+                target: SyncTarget::All,
+            },
         ];
         for request in requests {
             let line = encode_request(&request);

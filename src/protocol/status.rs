@@ -25,6 +25,8 @@ impl MirrorStatus {
             refs_updated: state.counts.updated,
             refs_deleted: state.counts.deleted,
             history: state.history.into(),
+            paused: false,
+            silent: false,
         }
     }
 }

@@ -4,9 +4,13 @@
 //!
 //! - [`state`]: one JSON file per mirror (its status and history) and the per-mirror lock;
 //! - [`queue`]: the daemon's durable queue of notified and forced mirrors;
-//! - [`spool`]: notifications written by hooks that could not reach the daemon.
+//! - [`spool`]: notifications written by hooks that could not reach the daemon;
+//! - [`paused`]: the mirrors `pushmirror pause` paused (operations: silent mode and pause);
+//! - [`alerts`]: each mirror's failure streak and its undelivered alert events.
 
+pub mod alerts;
 mod atomic;
+pub mod paused;
 pub mod queue;
 pub mod spool;
 pub mod state;

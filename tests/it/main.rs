@@ -7,6 +7,7 @@ mod engine;
 mod faults;
 mod hook;
 mod plan;
+mod ops;
 mod servers;
 mod socket;
 mod ssh;

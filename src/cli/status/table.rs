@@ -174,15 +174,32 @@ fn error_line(error: &str, width: Option<usize>) -> String {
 
 /// Returns the status word of the table: `disabled` for a disabled mirror, else its status.
 fn status_word(e: &MirrorStatus) -> &str {
-    if e.enabled {
-        e.update_status.as_str()
-    } else {
+    if !e.enabled {
         "disabled"
+    } else if e.silent {
+        "silent"
+    } else if e.paused {
+        "paused"
+    } else {
+        e.update_status.as_str()
     }
 }
 
 /// Returns the NEXT cell: "in 4 minutes", "retry in 2 minutes", or "-" when nothing is due.
 pub fn next_update(e: &MirrorStatus, now: SystemTime) -> String {
+    // Held (silent mode, paused): what is pending runs when it is released.
+    let pending = matches!(
+        e.update_status,
+        UpdateStatus::Scheduled | UpdateStatus::ToRetry
+    );
+    if e.paused && pending {
+        return if e.silent {
+            "after silent mode"
+        } else {
+            "on resume"
+        }
+        .into();
+    }
     match e.next_update_at {
         None => "-".into(),
         Some(at) if e.update_status == UpdateStatus::ToRetry => format!("retry {}", until(at, now)),
@@ -292,6 +309,12 @@ pub fn details(e: &MirrorStatus, now: SystemTime) -> String {
     field("repository:", &e.repo);
     field("url:", &e.url);
     field("enabled:", if e.enabled { "yes" } else { "no" });
+    let paused = match (e.silent, e.paused) {
+        (true, _) => "yes (silent mode: [daemon] silent = true)",
+        (false, true) => "yes ('pushmirror resume' runs what is pending)",
+        (false, false) => "no",
+    };
+    field("paused:", paused);
     field("status:", e.update_status.as_str());
     field("last update started:", &when(e.last_update_started_at));
     field("last update ended:", &when(e.last_update_at));

@@ -705,6 +705,8 @@ fn op_name(request: &Request) -> &'static str {
         Request::Status { .. } => "status",
         Request::Reload => "reload",
         Request::Plan { .. } => "plan",
+        Request::Pause { .. } => "pause",
+        Request::Resume { .. } => "resume",
     }
 }
 
@@ -716,6 +718,8 @@ fn result_name(response: &Response) -> &'static str {
         Response::Status { .. } => "status",
         Response::Reloaded { .. } => "reloaded",
         Response::Planned { .. } => "planned",
+        Response::Paused { .. } => "paused",
+        Response::Resumed { .. } => "resumed",
         Response::Error { .. } => "error",
     }
 }

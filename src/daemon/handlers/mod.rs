@@ -4,6 +4,8 @@
 
 mod notify;
 mod plan;
+// Operations: silent mode and pause.
+mod pause;
 mod reload;
 mod status;
 mod sync;
@@ -34,6 +36,8 @@ impl Daemon {
             Request::Status { name } => self.status(name, reply),
             Request::Reload => self.reload_request(reply),
             Request::Plan { target } => self.plan(target, reply),
+            Request::Pause { target } => self.pause_request(target, reply),
+            Request::Resume { target } => self.resume_request(target, reply),
         }
     }
 

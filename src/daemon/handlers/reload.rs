@@ -46,7 +46,10 @@ impl Daemon {
             .collect();
         let config = Arc::new(config);
         self.install_mirrors(&config);
+        let was_silent = self.config.daemon.silent;
+        self.alerts.configure(&config);
         self.config = config;
+        self.silent_changed(was_silent);
         let added = self.mirrors.keys().filter(|n| !known.contains(*n)).count();
         // Mirrors new or enabled again resume what was cut short, as at start; the others'
         // refs are watched already, so only these are scanned.

@@ -16,9 +16,9 @@ use crate::store::state::{MirrorState, Timestamp, UpdateStatus};
 impl Daemon {
     /// Answers a status request off the loop: reading thousands of state files takes a while.
     pub(super) fn status(&self, name: Option<String>, reply: oneshot::Sender<Response>) {
-        let selected: Vec<(Arc<Mirror>, Phase)> = match &name {
+        let selected: Vec<(Arc<Mirror>, Phase, bool)> = match &name {
             Some(name) => match self.mirrors.get(name.as_str()) {
-                Some(t) => vec![(t.mirror.clone(), t.schedule.phase)],
+                Some(t) => vec![(t.mirror.clone(), t.schedule.phase, self.is_paused(name))],
                 None => {
                     let _ = reply.send(Response::Error {
                         kind: ErrorKind::NotFound,
@@ -33,20 +33,25 @@ impl Daemon {
                 .mirrors
                 .iter()
                 .filter_map(|m| self.mirrors.get(&m.name))
-                .map(|t| (t.mirror.clone(), t.schedule.phase))
+                .map(|t| {
+                    let paused = self.is_paused(t.mirror.name.as_str());
+                    (t.mirror.clone(), t.schedule.phase, paused)
+                })
                 .collect(),
         };
         let (now, wall_now) = (Instant::now(), SystemTime::now());
+        let silent = self.config.daemon.silent;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let mirrors = selected
                 .into_iter()
-                .map(|(mirror, phase)| {
+                .map(|(mirror, phase, paused)| {
                     let state = store
                         .load(&mirror.name)
                         .map(|(state, _)| state)
                         .unwrap_or_default();
-                    live_status(&mirror, state, phase, now, wall_now)
+                    let held = Held { paused, silent };
+                    live_status(&mirror, state, phase, held, now, wall_now)
                 })
                 .collect();
             let _ = reply.send(Response::Status { mirrors });
@@ -54,11 +59,19 @@ impl Daemon {
     }
 }
 
+/// Whether a mirror's updates are held (operations: silent mode and pause).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    paused: bool,
+    silent: bool,
+}
+
 /// Returns the status of `mirror` from its stored state and its live schedule.
 fn live_status(
     mirror: &Mirror,
     mut state: MirrorState,
     phase: Phase,
+    held: Held,
     now: Instant,
     wall_now: SystemTime,
 ) -> MirrorStatus {
@@ -73,5 +86,13 @@ fn live_status(
         Phase::Running { .. } => state.update_status = UpdateStatus::Started,
         Phase::Idle => state.next_update_at = None,
     }
-    MirrorStatus::from_state(mirror, state)
+    let on_hold = held.paused || held.silent;
+    if on_hold && matches!(phase, Phase::Waiting { .. }) {
+        // Pending, but at no known time: it runs when the mirror is released.
+        state.next_update_at = None;
+    }
+    let mut status = MirrorStatus::from_state(mirror, state);
+    status.paused = on_hold;
+    status.silent = held.silent;
+    status
 }

@@ -27,17 +27,23 @@ impl Daemon {
                 return;
             }
         };
+        // A held mirror (paused, silent mode) records the forced update and answers
+        // `paused` at once, waiting or not: nothing runs until it is released.
         let mut waiters = Vec::new();
         for name in &names {
+            let held = self.is_held(name.as_str());
             let (tx, rx) = oneshot::channel();
-            if wait {
-                waiters.push(rx);
+            if wait && !held {
+                waiters.push(Some(rx));
+            } else if wait {
+                waiters.push(None);
             }
             if allow_mass_change {
                 self.allow_mass_change(name);
             }
-            self.force(name, Trigger::Forced, wait.then_some(tx));
+            self.force(name, Trigger::Forced, (wait && !held).then_some(tx));
         }
+        let held: Vec<bool> = names.iter().map(|n| self.is_held(n.as_str())).collect();
         let durable = self.queue.append(forced_entry(&names));
         tokio::spawn(async move {
             if let Err(e) = durable.await {
@@ -50,6 +56,10 @@ impl Daemon {
             let mut results = Vec::new();
             if wait {
                 for (name, rx) in names.iter().zip(waiters) {
+                    let Some(rx) = rx else {
+                        results.push(paused_result(name));
+                        continue;
+                    };
                     results.push(rx.await.unwrap_or_else(|_| SyncResult {
                         name: name.to_string(),
                         update_status: SyncStatus::Cancelled,
@@ -60,11 +70,15 @@ impl Daemon {
             } else {
                 results = names
                     .iter()
-                    .map(|name| SyncResult {
-                        name: name.to_string(),
-                        update_status: SyncStatus::Scheduled,
-                        last_error: None,
-                        next_update_at: None,
+                    .zip(held)
+                    .map(|(name, held)| match held {
+                        true => paused_result(name),
+                        false => SyncResult {
+                            name: name.to_string(),
+                            update_status: SyncStatus::Scheduled,
+                            last_error: None,
+                            next_update_at: None,
+                        },
                     })
                     .collect();
             }
@@ -115,6 +129,16 @@ impl Daemon {
                 warn!(error = %chain(&e), "cannot record the forced updates");
             }
         });
+    }
+}
+
+/// Returns the answer for a held mirror (paused, or silent mode): recorded, not run.
+fn paused_result(name: &MirrorName) -> SyncResult {
+    SyncResult {
+        name: name.to_string(),
+        update_status: SyncStatus::Paused,
+        last_error: None,
+        next_update_at: None,
     }
 }
 

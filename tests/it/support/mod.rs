@@ -25,6 +25,7 @@ mod faultproxy;
 mod process;
 mod servers;
 mod ssh;
+mod webhook;
 
 pub use faultproxy::{Fault, FaultKind, FaultProxy};
 pub use process::{Background, Output, RUN_TIMEOUT};
@@ -34,6 +35,7 @@ pub use servers::{
     enable_http_push, free_port,
 };
 pub use ssh::{Gitolite, SshServer, ensure_user, fingerprint, keygen, run_checked};
+pub use webhook::WebhookReceiver;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

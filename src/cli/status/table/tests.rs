@@ -31,7 +31,36 @@ fn entry(name: &str, repo: &str, url: &str) -> MirrorStatus {
         refs_updated: 1,
         refs_deleted: 0,
         history: Vec::new(),
+        paused: false,
+        silent: false,
     }
+}
+
+#[test]
+fn held_mirrors_say_so_and_when_their_pending_update_runs() {
+    let mut paused = entry("p", "/srv/git/a.git", "https://h/a.git");
+    paused.paused = true;
+    paused.update_status = UpdateStatus::Scheduled;
+    let mut silent = entry("s", "/srv/git/a.git", "https://h/a.git");
+    silent.paused = true;
+    silent.silent = true;
+    let text = table(&[paused.clone(), silent], now(), None);
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        rows[0].starts_with("p paused 2 minutes ago on resume"),
+        "{text}"
+    );
+    assert!(rows[1].starts_with("s silent 2 minutes ago -"), "{text}");
+    let details = details(&paused, now());
+    assert!(
+        details.lines().any(|l| l.starts_with("paused:")
+            && l.ends_with("yes ('pushmirror resume' runs what is pending)")),
+        "{details}"
+    );
 }
 
 #[test]
