@@ -171,6 +171,20 @@ fn pause_holds_every_update_across_sigterm_and_sigkill_and_resume_mirrors_it() {
         table.stdout.contains("paused") && table.stdout.contains("on resume"),
         "{table}"
     );
+    // A dry run or a drift check reads the remote: refused while paused, saying why.
+    let out = h.env.pushmirror(&["plan", "m"]);
+    out.assert_code(2);
+    assert!(
+        out.stdout.contains("the mirror is paused") || out.stderr.contains("the mirror is paused"),
+        "{out}"
+    );
+    let out = h.env.pushmirror(&["verify", "m"]);
+    out.assert_code(2);
+    assert!(
+        out.stdout
+            .contains("m: cannot verify: not read: the mirror is paused"),
+        "{out}"
+    );
 
     // A graceful stop and a SIGKILL keep it paused, with its update pending.
     daemon.signal(libc::SIGTERM);

@@ -30,10 +30,23 @@ impl Daemon {
         ));
         let git_config = self.config.daemon.git_config;
         let cancel = self.kill.child_token();
+        // A dry run reads the remote: not while nothing may talk to it (silent mode, pause).
+        let held: Vec<Option<String>> = mirrors
+            .iter()
+            .map(|m| self.held_reason(m.name.as_str()))
+            .collect();
         tokio::spawn(async move {
             let mut previews = JoinSet::new();
             for (index, mirror) in mirrors.iter().enumerate() {
                 let (mirror, permits) = (mirror.clone(), permits.clone());
+                if let Some(reason) = held[index].clone() {
+                    previews.spawn(async move {
+                        let mut plan = MirrorPlan::from_preview(&mirror, Ok(Default::default()));
+                        plan.error = Some(reason);
+                        (index, plan)
+                    });
+                    continue;
+                }
                 let ctx = preview::context(git_config, cancel.clone());
                 previews.spawn(async move {
                     let _permit = permits.acquire_owned().await;
@@ -59,6 +72,22 @@ impl Daemon {
                 .collect();
             let _ = reply.send(Response::Planned { mirrors: plans });
         });
+    }
+
+    /// Returns why `name`'s remote may not be read now, if it may not.
+    fn held_reason(&self, name: &str) -> Option<String> {
+        if self.config.daemon.silent {
+            Some(
+                "not read: silent mode is on ([daemon] silent = true), nothing talks to remotes"
+                    .into(),
+            )
+        } else if self.is_paused(name) {
+            Some(format!(
+                "not read: the mirror is paused, nothing talks to its remote (pushmirror resume {name})"
+            ))
+        } else {
+            None
+        }
     }
 
     /// Returns the mirrors a plan request selects: named ones whether enabled or not (a plan
