@@ -62,6 +62,15 @@ pub(super) enum RawPrune {
     None,
 }
 
+/// `lfs = "auto" | "on" | "off"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLfsMode {
+    Auto,
+    On,
+    Off,
+}
+
 /// The per-mirror options, as the `[defaults]` table holds them. Every field is also a field of
 /// [`RawMirror`], where it overrides the default; [`RawMirror::split`] turns a mirror into its
 /// identity and one of these so that both go through the same validation.
@@ -102,6 +111,13 @@ pub(super) struct RawOptions {
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     /// Bytes; default 2 GiB (GitHub's limit); 0 = no limit; at most 1 TiB.
     pub max_push_size: Option<Spanned<u64>>,
+    // Git LFS (SPEC sections 3 and 9); checked in `validate/lfs.rs`.
+    /// `"auto"` (default), `"on"`, `"off"`.
+    pub lfs: Option<Spanned<RawLfsMode>>,
+    /// http(s); default: the https form of `url` + `.git/info/lfs`.
+    pub lfs_url: Option<Spanned<String>>,
+    /// Relative to the file's directory; default `<repo>/lfs/objects`.
+    pub lfs_objects: Option<Spanned<String>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -133,6 +149,10 @@ pub(super) struct RawMirror {
     pub ssh_key: Option<Spanned<String>>,
     pub ssh_known_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_push_size: Option<Spanned<u64>>,
+    // Git LFS
+    pub lfs: Option<Spanned<RawLfsMode>>,
+    pub lfs_url: Option<Spanned<String>>,
+    pub lfs_objects: Option<Spanned<String>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -171,6 +191,9 @@ impl RawMirror {
             ssh_key: self.ssh_key,
             ssh_known_hosts: self.ssh_known_hosts,
             max_push_size: self.max_push_size,
+            lfs: self.lfs,
+            lfs_url: self.lfs_url,
+            lfs_objects: self.lfs_objects,
         };
         (identity, options)
     }

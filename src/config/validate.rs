@@ -36,8 +36,8 @@ use super::raw::{
     RawConfig, RawDaemon, RawGitConfig, RawIdentity, RawLogFormat, RawMirror, RawOptions, RawPrune,
 };
 use super::{
-    BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
-    Mirror, MirrorName, PasswordSource, Prune,
+    BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LfsMode,
+    LogFormat, Mirror, MirrorName, PasswordSource, Prune,
 };
 use crate::mirror::credentials::too_open;
 use crate::mirror::url::RemoteUrl;
@@ -186,6 +186,10 @@ struct Options {
     ssh_key: Option<Setting<PathBuf>>,
     ssh_known_hosts: Option<Setting<Vec<String>>>,
     max_push_size: Option<Setting<u64>>,
+    // Git LFS (validate/lfs.rs)
+    lfs: Option<Setting<LfsMode>>,
+    lfs_url: Option<Setting<String>>,
+    lfs_objects: Option<Setting<PathBuf>>,
 }
 
 impl Options {
@@ -575,6 +579,7 @@ impl<'a> Checker<'a> {
             .and_then(|key| self.path_value("ssh_key", key));
         let ssh_known_hosts = self.known_hosts_lines(raw.ssh_known_hosts);
         let max_push_size = self.number("max_push_size", raw.max_push_size, &MAX_PUSH_SIZE);
+        let (lfs, lfs_url, lfs_objects) = self.lfs_options(raw.lfs, raw.lfs_url, raw.lfs_objects);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -593,6 +598,9 @@ impl<'a> Checker<'a> {
             ssh_key,
             ssh_known_hosts,
             max_push_size,
+            lfs,
+            lfs_url,
+            lfs_objects,
         };
         self.check_exclusive_keys(&options, level);
         options
@@ -1089,8 +1097,10 @@ fn assemble_mirror(
                 .filter(|_| identity.url.is_http())
                 .map(str::to_owned)
         });
+    let lfs = lfs_settings(&identity, own, defaults);
     Mirror {
         ssh,
+        lfs,
         name: identity.name,
         repo: identity.repo,
         url: identity.url,
@@ -1249,10 +1259,12 @@ fn regex_error_summary(error: &regex::Error) -> String {
         )
 }
 
+mod lfs;
 #[cfg(test)]
 mod proptests;
 mod ssh;
 
+use lfs::lfs_settings;
 use ssh::ssh_settings;
 
 #[cfg(test)]
@@ -1495,17 +1507,20 @@ mod tests {
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
-                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, `lfs`, \
+                 `lfs_url`, `lfs_objects`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, `lfs`, \
+                 `lfs_url`, `lfs_objects`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
-                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`",
+                 `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, `lfs`, \
+                 `lfs_url`, `lfs_objects`",
             ]
         );
     }

@@ -25,6 +25,9 @@ impl MirrorStatus {
             refs_updated: state.counts.updated,
             refs_deleted: state.counts.deleted,
             history: state.history.into(),
+            lfs_objects_uploaded: state.lfs_objects_uploaded,
+            lfs_bytes_uploaded: state.lfs_bytes_uploaded,
+            lfs_missing: state.lfs_missing,
         }
     }
 }

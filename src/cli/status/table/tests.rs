@@ -31,6 +31,9 @@ fn entry(name: &str, repo: &str, url: &str) -> MirrorStatus {
         refs_updated: 1,
         refs_deleted: 0,
         history: Vec::new(),
+        lfs_objects_uploaded: 0,
+        lfs_bytes_uploaded: 0,
+        lfs_missing: Vec::new(),
     }
 }
 
