@@ -1,6 +1,8 @@
 //! One update of one mirror: read both sides, plan, push, and say what happened.
 //!
 //! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
+//! -> `lfs::upload_for` (the LFS objects the plan's refs need, before any ref moves; refs
+//! whose objects are missing locally are dropped from the plan)
 //! -> `scratch` prepared -> `remote::push_staged` in batches, each under `max_push_size`
 //! (`split`) -> [`UpdateReport`]. When a lease fails because the remote
 //! moved between the read and the push, the remote is read again and the plan retried once.

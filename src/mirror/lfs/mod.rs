@@ -182,20 +182,7 @@ pub async fn upload_for(
     if tips.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(endpoint) = mirror.lfs.url.clone() else {
-        return Err(LfsError::NoEndpoint {
-            url: mirror.display_url(),
-        });
-    };
-    let work = run(
-        mirror,
-        &endpoint,
-        tips,
-        remote_refs,
-        credentials,
-        deadline,
-        tally,
-    );
+    let work = run(mirror, tips, remote_refs, credentials, deadline, tally);
     tokio::select! {
         result = work => result,
         () = cancel.cancelled() => Err(LfsError::Cancelled),
@@ -205,7 +192,6 @@ pub async fn upload_for(
 
 async fn run(
     mirror: &Mirror,
-    endpoint: &str,
     tips: Vec<(String, Oid)>,
     remote_refs: &BTreeMap<String, Oid>,
     credentials: Option<HttpCredentials>,
@@ -232,6 +218,12 @@ async fn run(
     if found.pointers.is_empty() {
         return Ok(Vec::new());
     }
+    // Only now: a remote without an LFS endpoint is fine while no pointer needs one.
+    let Some(endpoint) = mirror.lfs.url.as_deref() else {
+        return Err(LfsError::NoEndpoint {
+            url: mirror.display_url(),
+        });
+    };
     let client = batch::Client::new(endpoint, credentials, deadline)?;
     let store = mirror.lfs.objects.clone();
     let pointers: Vec<&Pointer> = found.pointers.keys().collect();
