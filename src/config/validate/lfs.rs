@@ -106,3 +106,65 @@ pub(super) fn lfs_settings(
         );
     LfsSettings { mode, url, objects }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, LfsMode};
+
+    fn load(dir: &std::path::Path, text: &str) -> Result<Config, String> {
+        git2::Repository::init_bare(dir.join("a.git")).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = load(
+            dir.path(),
+            "[defaults]\nlfs = \"on\"\n[[mirror]]\nname = \"a\"\nrepo = \"a.git\"\n\
+             url = \"git@host:org/a.git\"\n[[mirror]]\nname = \"b\"\nrepo = \"a.git\"\n\
+             url = \"./down.git\"\nlfs = \"off\"\nlfs_url = \"https://lfs.example/x/\"\n\
+             lfs_objects = \"store\"\n",
+        )
+        .unwrap();
+        let (a, b) = (&config.mirrors[0].lfs, &config.mirrors[1].lfs);
+        assert_eq!(a.mode, LfsMode::On);
+        assert_eq!(a.url.as_deref(), Some("https://host/org/a.git/info/lfs"));
+        assert_eq!(a.objects, dir.path().join("a.git/lfs/objects"));
+        assert_eq!(b.mode, LfsMode::Off);
+        assert_eq!(b.url.as_deref(), Some("https://lfs.example/x"));
+        assert_eq!(b.objects, dir.path().join("store"));
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_their_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = load(
+            dir.path(),
+            "[[mirror]]\nname = \"a\"\nrepo = \"a.git\"\nurl = \"./d.git\"\n\
+             lfs_url = \"https://u:secret-token@lfs.example/x\"\n[[mirror]]\nname = \"b\"\n\
+             repo = \"a.git\"\nurl = \"./d.git\"\nlfs_url = \"ssh://host/x\"\nlfs = \"yes\"\n\
+             lfs_objects = \"\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("c.toml:5:11: `lfs_url` must not carry credentials"),
+            "{error}"
+        );
+        assert!(!error.contains("secret-token"), "{error}");
+        assert!(
+            error.contains("c.toml:10:11: `lfs_url` must be an http:// or https:// URL"),
+            "{error}"
+        );
+        assert!(
+            error.contains("c.toml:11:7: `lfs`: unknown variant `yes`"),
+            "{error}"
+        );
+        assert!(
+            error.contains("c.toml:12:15: `lfs_objects` is empty"),
+            "{error}"
+        );
+    }
+}

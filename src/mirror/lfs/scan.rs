@@ -260,3 +260,122 @@ pub fn refs_needing(
     };
     inner().map_err(|e| scan_error(path, cancel, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pointer_text(n: u8) -> (String, String) {
+        let oid = format!("{:064x}", n);
+        (
+            format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {n}\n"),
+            oid,
+        )
+    }
+
+    /// Commits `files` (path, content) on top of `parent` with the tree of `parent` plus them.
+    fn commit(repo: &Repository, parent: Option<Oid>, files: &[(&str, &str)]) -> Oid {
+        let mut index = git2::Index::new().unwrap();
+        if let Some(parent) = parent {
+            let tree = repo.find_commit(parent).unwrap().tree().unwrap();
+            index.read_tree(&tree).unwrap();
+        }
+        for (path, content) in files {
+            let blob = repo.blob(content.as_bytes()).unwrap();
+            let entry = git2::IndexEntry {
+                ctime: git2::IndexTime::new(0, 0),
+                mtime: git2::IndexTime::new(0, 0),
+                dev: 0,
+                ino: 0,
+                mode: 0o100644,
+                uid: 0,
+                gid: 0,
+                file_size: content.len() as u32,
+                id: blob,
+                flags: path.len() as u16,
+                flags_extended: 0,
+                path: path.as_bytes().to_vec(),
+            };
+            index.add(&entry).unwrap();
+        }
+        let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
+        let sig = git2::Signature::new("t", "t@t", &git2::Time::new(0, 0)).unwrap();
+        let parents: Vec<_> = parent
+            .map(|p| repo.find_commit(p).unwrap())
+            .into_iter()
+            .collect();
+        let parents: Vec<_> = parents.iter().collect();
+        repo.commit(None, &sig, &sig, "c", &tree, &parents).unwrap()
+    }
+
+    fn oids(found: &Found) -> Vec<String> {
+        found.pointers.keys().map(|p| p.oid.clone()).collect()
+    }
+
+    #[test]
+    fn only_what_the_hidden_tips_do_not_reach_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let (p1, o1) = pointer_text(1);
+        let (p2, o2) = pointer_text(2);
+        let (p3, o3) = pointer_text(3);
+        let big = "x".repeat(2000);
+        let c1 = commit(
+            &repo,
+            None,
+            &[("a.bin", &p1), ("big.txt", &big), ("t.txt", "text\n")],
+        );
+        let c2 = commit(&repo, Some(c1), &[("dir/b.bin", &p2)]);
+        let side = commit(&repo, Some(c1), &[("c.bin", &p3)]);
+        let no = AtomicBool::new(false);
+        let all = pointers(dir.path(), &[c2, side], &[], &no).unwrap();
+        assert_eq!(oids(&all), [o1.clone(), o2.clone(), o3.clone()]);
+        // The remote has c1: only what c2 and the side branch add.
+        let new = pointers(dir.path(), &[c2, side], &[c1], &no).unwrap();
+        assert_eq!(oids(&new), [o2.clone(), o3.clone()]);
+        // A remote value unknown locally hides nothing and is no error.
+        let unknown = Oid::from_str("1234567890123456789012345678901234567890").unwrap();
+        assert_eq!(
+            oids(&pointers(dir.path(), &[c2], &[unknown], &no).unwrap()).len(),
+            2
+        );
+        // Nothing new: nothing found.
+        assert!(
+            pointers(dir.path(), &[c2], &[c2], &no)
+                .unwrap()
+                .pointers
+                .is_empty()
+        );
+        // Which refs need the pointer of the side branch.
+        let blob = *new
+            .pointers
+            .iter()
+            .find(|(p, _)| p.oid == o3)
+            .unwrap()
+            .1
+            .iter()
+            .next()
+            .unwrap();
+        let needing = refs_needing(
+            dir.path(),
+            &[
+                ("refs/heads/main".into(), c2),
+                ("refs/heads/side".into(), side),
+            ],
+            &[c1],
+            &HashSet::from([blob]),
+            &no,
+        )
+        .unwrap();
+        assert_eq!(
+            needing[&blob],
+            BTreeSet::from(["refs/heads/side".to_owned()])
+        );
+        // Cancelled: the walk stops with that error.
+        let yes = AtomicBool::new(true);
+        assert!(matches!(
+            pointers(dir.path(), &[c2], &[], &yes),
+            Err(ScanError::Cancelled)
+        ));
+    }
+}
