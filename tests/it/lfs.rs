@@ -14,7 +14,8 @@ use serde_json::Value;
 use crate::engine::{mirror_toml, mirrored_refs, status, write_config};
 use crate::support::lfs::{DulwichLfs, Giftless, GiftlessAuth, LfsSource, object_bytes, oid_of};
 use crate::support::{
-    Fault, FaultKind, FaultProxy, HttpServer, TestEnv, ask, processes_with_arg, wait_until,
+    Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, ask, processes_with_arg,
+    wait_until,
 };
 use pushmirror::protocol::{Request, Response};
 
@@ -486,4 +487,41 @@ fn lfs_off_uploads_nothing_and_on_without_a_store_is_an_error() {
     );
     assert_eq!(s["update_status"], "failed");
     assert!(mirrored_refs(&env, &down2).is_empty());
+}
+
+#[test]
+fn an_ssh_remote_gets_its_objects_over_https_with_the_mirror_s_http_credentials() {
+    let env = TestEnv::new();
+    let lfs = Giftless::start(&env, GiftlessAuth::Jwt);
+    let server = SshServer::start(&env);
+    let remote = server.bare_repo(&env, "down.git");
+    let src = LfsSource::new(&env, "src");
+    let a = object_bytes(70, 30_000);
+    src.commit(&env, "a", &[("a.bin", a.clone())]);
+    src.push(&env, &["main"]);
+    env.write_secret("token", lfs.token());
+    let pinned = format!("{:?}", server.known_hosts_line());
+    write_config(
+        &env,
+        &mirror_toml(
+            "m",
+            &src.bare,
+            &server.url(&remote),
+            &format!(
+                "ssh_known_hosts = [{pinned}]\nusername = \"_jwt\"\npassword_file = \"token\"\n\
+                 lfs_url = \"{}\"",
+                lfs.url("down")
+            ),
+        ),
+    );
+    let public = env.pushmirror(&["ssh-keygen", "m"]);
+    public.assert_success();
+    server.authorize_only(public.stdout.trim_end());
+    let (out, argv) = update_watching_argv(&env, "m", lfs.token());
+    assert!(out.success(), "{out}\n{}\n{}", lfs.log(), server.log());
+    assert_eq!(lfs.stored(), vec![oid_of(&env, &a)]);
+    assert_eq!(env.mirrored_refs(&remote), mirrored_refs(&env, &src.bare));
+    assert!(argv.is_empty(), "{argv:?}");
+    assert!(!(out.stdout + &out.stderr).contains(lfs.token()));
+    assert_eq!(lfs_status(&status(&env, "m")).0, 1);
 }
