@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::engine::{mirror_toml, mirrored_refs, status, write_config};
-use crate::support::lfs::{DulwichLfs, Giftless, GiftlessAuth, LfsSource, object_bytes, oid_of};
+use crate::support::lfs::{
+    DulwichLfs, Giftless, GiftlessAuth, LfsSource, ThrottlingFront, object_bytes, oid_of,
+};
 use crate::support::{
     Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, ask, processes_with_arg,
     wait_until,
@@ -524,4 +526,47 @@ fn an_ssh_remote_gets_its_objects_over_https_with_the_mirror_s_http_credentials(
     assert!(argv.is_empty(), "{argv:?}");
     assert!(!(out.stdout + &out.stderr).contains(lfs.token()));
     assert_eq!(lfs_status(&status(&env, "m")).0, 1);
+}
+
+#[test]
+fn a_rate_limited_batch_is_retried_after_the_wait_the_server_asks_for() {
+    let env = TestEnv::new();
+    let lfs = Giftless::start(&env, GiftlessAuth::Anonymous);
+    let front = ThrottlingFront::start(&env, &format!("http://127.0.0.1:{}", lfs_port(&lfs)), 2);
+    let down = env.bare_repo("down.git");
+    let src = LfsSource::new(&env, "src");
+    let a = object_bytes(80, 20_000);
+    src.commit(&env, "a", &[("a.bin", a.clone())]);
+    src.push(&env, &["main"]);
+    let url = lfs.url("down").replace(
+        &format!(":{}/", lfs_port(&lfs)),
+        &format!(":{}/", front.port()),
+    );
+    write_config(
+        &env,
+        &mirror_toml(
+            "m",
+            &src.bare,
+            &file_url(&down),
+            &format!("lfs_url = \"{url}\""),
+        ),
+    );
+    let out = env.pushmirror(&["update", "m"]);
+    assert!(out.success(), "{out}\n{}", front.log());
+    let batches: Vec<_> = front
+        .requests()
+        .into_iter()
+        .filter(|(_, method, path, _)| method == "POST" && path.ends_with("/objects/batch"))
+        .collect();
+    let statuses: Vec<u16> = batches.iter().map(|b| b.3).collect();
+    assert_eq!(statuses, [429, 429, 200], "{}", front.log());
+    for pair in batches.windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 >= 0.95,
+            "Retry-After: 1 not honoured: {}",
+            front.log()
+        );
+    }
+    assert_eq!(lfs.stored(), vec![oid_of(&env, &a)]);
+    assert_eq!(mirrored_refs(&env, &down), mirrored_refs(&env, &src.bare));
 }

@@ -316,3 +316,108 @@ pub fn oid_of(env: &TestEnv, bytes: &[u8]) -> String {
     out.assert_success();
     out.stdout.split_whitespace().next().unwrap().to_owned()
 }
+
+/// An HTTP front for an LFS server that answers the first `throttled` batch requests with
+/// `429 Too Many Requests` and `Retry-After: 1`, and forwards everything else to the server
+/// as it is: the real server's answers, behind a rate limit. Python's standard library only;
+/// each request is logged as `<unix time> <method> <path> <status>`. `Drop` kills it.
+pub struct ThrottlingFront {
+    process: Background,
+    port: u16,
+    log: PathBuf,
+}
+
+const THROTTLING_FRONT: &str = r#"
+import http.server, sys, time, urllib.request, urllib.error
+port, target, throttled, log = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+seen = {"batch": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def note(self, status):
+        with open(log, "a") as f:
+            f.write(f"{time.time():.3f} {self.command} {self.path} {status}\n")
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        if self.path.endswith("/objects/batch") and seen["batch"] < throttled:
+            seen["batch"] += 1
+            data = b'{"message": "slow down"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/vnd.git-lfs+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.note(429)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection", "content-length")}
+        request = urllib.request.Request(target + self.path, data=body, headers=headers, method=self.command)
+        try:
+            response = urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            response = e
+        data = response.read()
+        self.send_response(response.status)
+        for k, v in response.headers.items():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.note(response.status)
+    do_GET = do_POST = do_PUT = handle_any
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+impl ThrottlingFront {
+    /// Starts the front for the server at `target` (`http://127.0.0.1:PORT`).
+    pub fn start(env: &TestEnv, target: &str, throttled: usize) -> ThrottlingFront {
+        let dir = env.unique_path("throttling-front", "d");
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("requests.log");
+        fs::write(&log, "").unwrap();
+        let (process, port) =
+            start_on_free_port("throttling LFS front", &dir.join("stderr.log"), |port| {
+                let mut cmd = env.command("python3");
+                cmd.args([
+                    "-c",
+                    THROTTLING_FRONT,
+                    &port.to_string(),
+                    target,
+                    &throttled.to_string(),
+                ])
+                .arg(&log);
+                cmd
+            });
+        ThrottlingFront { process, port, log }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The requests it saw: (unix time, method, path, status).
+    pub fn requests(&self) -> Vec<(f64, String, String, u16)> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split(' ');
+                Some((
+                    f.next()?.parse().ok()?,
+                    f.next()?.to_owned(),
+                    f.next()?.to_owned(),
+                    f.next()?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        format!(
+            "{}\n{}",
+            fs::read_to_string(&self.log).unwrap_or_default(),
+            self.process.log()
+        )
+    }
+}
