@@ -246,7 +246,7 @@ def main():
 
         fa, fb = map(median, results["first"])
         ia, ib, ic, idd = map(median, results["incr"])
-        mib = args.objects * args.size / (1 << 20)
+        mib = (args.objects + 1) * args.size / (1 << 20)
         text = (
             f"Run of {started}, binary {commit}, {args.runs} interleaved runs per case, "
             f"{args.objects} objects of {args.size} bytes (+1 for the incremental case), "
