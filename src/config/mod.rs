@@ -230,6 +230,31 @@ pub struct Mirror {
     pub max_forced: usize,
     /// The key and pinned host keys used when the URL is `ssh://` or scp-like.
     pub ssh: SshSettings,
+    /// Git LFS: whether, where to and from where LFS objects are uploaded.
+    pub lfs: LfsSettings,
+}
+
+// Git LFS (SPEC sections 3 and 9).
+
+/// `lfs`: whether updates upload LFS objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LfsMode {
+    /// When the LFS object store (`lfs_objects`) exists.
+    Auto,
+    /// Always; a missing store is an error of the update.
+    On,
+    Off,
+}
+
+/// A mirror's LFS settings, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LfsSettings {
+    pub mode: LfsMode,
+    /// `lfs_url`, else the default derived from the remote URL; `None` when there is none
+    /// (a local remote without `lfs_url`: an error only if LFS runs).
+    pub url: Option<String>,
+    /// `lfs_objects` (absolute), default `<repo>/lfs/objects`.
+    pub objects: PathBuf,
 }
 
 /// How a mirror authenticates to an SSH remote and which host keys it trusts (SPEC.md

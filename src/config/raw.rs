@@ -80,6 +80,15 @@ pub(super) enum RawPrune {
     None,
 }
 
+/// `lfs = "auto" | "on" | "off"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLfsMode {
+    Auto,
+    On,
+    Off,
+}
+
 /// The per-mirror options, as the `[defaults]` table holds them. Every field is also a field of
 /// [`RawMirror`], where it overrides the default; [`RawMirror::split`] turns a mirror into its
 /// identity and one of these so that both go through the same validation.
@@ -125,6 +134,13 @@ pub(super) struct RawOptions {
     pub max_deletes: Option<Spanned<usize>>,
     /// Most refs one update may force; default 100; 0 = no limit.
     pub max_forced: Option<Spanned<usize>>,
+    // Git LFS (SPEC sections 3 and 9); checked in `validate/lfs.rs`.
+    /// `"auto"` (default), `"on"`, `"off"`.
+    pub lfs: Option<Spanned<RawLfsMode>>,
+    /// http(s); default: the https form of `url` + `.git/info/lfs`.
+    pub lfs_url: Option<Spanned<String>>,
+    /// Relative to the file's directory; default `<repo>/lfs/objects`.
+    pub lfs_objects: Option<Spanned<String>>,
 }
 
 /// One `[[mirror]]` table exactly as written in the file.
@@ -159,6 +175,10 @@ pub(super) struct RawMirror {
     // The mass-change guard.
     pub max_deletes: Option<Spanned<usize>>,
     pub max_forced: Option<Spanned<usize>>,
+    // Git LFS
+    pub lfs: Option<Spanned<RawLfsMode>>,
+    pub lfs_url: Option<Spanned<String>>,
+    pub lfs_objects: Option<Spanned<String>>,
 }
 
 /// What identifies a mirror: the keys that `[defaults]` cannot hold.
@@ -200,6 +220,9 @@ impl RawMirror {
             // The mass-change guard.
             max_deletes: self.max_deletes,
             max_forced: self.max_forced,
+            lfs: self.lfs,
+            lfs_url: self.lfs_url,
+            lfs_objects: self.lfs_objects,
         };
         (identity, options)
     }

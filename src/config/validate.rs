@@ -36,8 +36,8 @@ use super::raw::{
     RawConfig, RawDaemon, RawGitConfig, RawIdentity, RawLogFormat, RawMirror, RawOptions, RawPrune,
 };
 use super::{
-    BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LogFormat,
-    Mirror, MirrorName, PasswordSource, Prune,
+    BranchFilter, BranchPattern, Config, ConfigError, DaemonConfig, GitConfigPolicy, LfsMode,
+    LogFormat, Mirror, MirrorName, PasswordSource, Prune,
 };
 use crate::mirror::credentials::too_open;
 use crate::mirror::url::RemoteUrl;
@@ -195,6 +195,10 @@ struct Options {
     // The mass-change guard.
     max_deletes: Option<Setting<usize>>,
     max_forced: Option<Setting<usize>>,
+    // Git LFS (validate/lfs.rs)
+    lfs: Option<Setting<LfsMode>>,
+    lfs_url: Option<Setting<String>>,
+    lfs_objects: Option<Setting<PathBuf>>,
 }
 
 impl Options {
@@ -590,6 +594,7 @@ impl<'a> Checker<'a> {
         // The mass-change guard.
         let max_deletes = self.number("max_deletes", raw.max_deletes, &MASS_CHANGE_LIMIT);
         let max_forced = self.number("max_forced", raw.max_forced, &MASS_CHANGE_LIMIT);
+        let (lfs, lfs_url, lfs_objects) = self.lfs_options(raw.lfs, raw.lfs_url, raw.lfs_objects);
         let options = Options {
             enabled: raw.enabled.map(Setting::from_spanned),
             only_protected_branches: raw.only_protected_branches.map(Setting::from_spanned),
@@ -610,6 +615,9 @@ impl<'a> Checker<'a> {
             max_push_size,
             max_deletes,
             max_forced,
+            lfs,
+            lfs_url,
+            lfs_objects,
         };
         self.check_exclusive_keys(&options, level);
         options
@@ -1106,8 +1114,10 @@ fn assemble_mirror(
                 .filter(|_| identity.url.is_http())
                 .map(str::to_owned)
         });
+    let lfs = lfs_settings(&identity, own, defaults);
     Mirror {
         ssh,
+        lfs,
         name: identity.name,
         repo: identity.repo,
         url: identity.url,
@@ -1278,12 +1288,14 @@ fn regex_error_summary(error: &regex::Error) -> String {
         )
 }
 
+mod lfs;
 #[cfg(test)]
 mod proptests;
 mod ssh;
 // Operations: alerts.
 mod alerts;
 
+use lfs::lfs_settings;
 use ssh::ssh_settings;
 
 #[cfg(test)]
@@ -1543,19 +1555,19 @@ mod tests {
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \
                  `password_env`, `delay`, `protected_delay`, `retries`, `timeout`, \
                  `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
-                 `max_deletes`, `max_forced`",
+                 `max_deletes`, `max_forced`, `lfs`, `lfs_url`, `lfs_objects`",
                 "c.toml:10:1: unknown key `branch`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
                  `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
-                 `max_deletes`, `max_forced`",
+                 `max_deletes`, `max_forced`, `lfs`, `lfs_url`, `lfs_objects`",
                 "c.toml:11:9: unknown key `extra`, expected one of `name`, `repo`, `url`, \
                  `create`, `enabled`, `only_protected_branches`, `protected_branches`, \
                  `mirror_branch_regex`, `keep_divergent_refs`, `prune`, `username`, \
                  `password_file`, `password_env`, `delay`, `protected_delay`, `retries`, \
                  `timeout`, `refs_per_push`, `ssh_key`, `ssh_known_hosts`, `max_push_size`, \
-                 `max_deletes`, `max_forced`",
+                 `max_deletes`, `max_forced`, `lfs`, `lfs_url`, `lfs_objects`",
             ]
         );
     }

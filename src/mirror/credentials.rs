@@ -41,6 +41,15 @@ pub fn resolve(mirror: &Mirror) -> Result<Option<HttpCredentials>, CredentialErr
     if !mirror.url.is_http() {
         return Ok(None);
     }
+    resolve_for_http_service(mirror)
+}
+
+/// Returns the mirror's HTTP credentials whatever the transport of its URL: the LFS server
+/// of an SSH remote is still spoken to over HTTP(S), with the mirror's `username` and
+/// password. `None` when none are configured.
+pub fn resolve_for_http_service(
+    mirror: &Mirror,
+) -> Result<Option<HttpCredentials>, CredentialError> {
     let password = match &mirror.password {
         PasswordSource::None => return Ok(None),
         PasswordSource::Url => match mirror.url.password() {
@@ -56,7 +65,13 @@ pub fn resolve(mirror: &Mirror) -> Result<Option<HttpCredentials>, CredentialErr
     let username = mirror
         .username
         .clone()
-        .or_else(|| mirror.url.user().map(str::to_owned))
+        .or_else(|| {
+            mirror
+                .url
+                .user()
+                .filter(|_| mirror.url.is_http())
+                .map(str::to_owned)
+        })
         .ok_or(CredentialError::NoUsername)?;
     Ok(Some(HttpCredentials { username, password }))
 }

@@ -67,6 +67,7 @@ pub async fn run(
         first_sync: state.last_successful_update_at.is_none(),
         scratch_dir: Some(config.daemon.state_dir.join("scratch")),
         allow_mass_change,
+        lfs: mirror::lfs::SharedTally::default(),
     };
     state.start(Timestamp::now());
     let mut unsaved = store.save(&mirror.name, &state).err();
@@ -86,6 +87,8 @@ pub async fn run(
         }
     }
     state.end(Timestamp::now(), trigger, counts, ending);
+    let lfs = ctx.lfs.lock().map(|t| t.clone()).unwrap_or_default();
+    state.record_lfs(lfs.objects_uploaded, lfs.bytes_uploaded, lfs.missing);
     if let Err(e) = store.save(&mirror.name, &state) {
         unsaved = Some(e);
     }

@@ -1,10 +1,12 @@
 //! One update of one mirror: read both sides, plan, push, and say what happened.
 //!
 //! The flow is `credentials` -> `remote::list_refs` -> (blocking) `local` + `refdiff::plan`
-//! -> `guard` (the mass-change guard judges the plan) -> `scratch` prepared ->
-//! `remote::push_staged` in batches, each under `max_push_size` (`split`) ->
-//! [`UpdateReport`]. When a lease fails because the remote moved between the read and the
-//! push, the remote is read again and the plan retried once (and judged again).
+//! -> `guard` (the mass-change guard judges the plan) -> `lfs::upload_for` (the LFS
+//! objects the plan's refs need, before any ref moves; refs whose objects are missing
+//! locally are dropped from the plan) -> `scratch` prepared -> `remote::push_staged` in
+//! batches, each under `max_push_size` (`split`) -> [`UpdateReport`]. When a lease fails
+//! because the remote moved between the read and the push, the remote is read again and the
+//! plan retried once (and judged again).
 //! `preview` is the same read and plan with nothing pushed (`pushmirror plan`, `verify`).
 //! Nothing here writes status: the caller (the daemon, or `pushmirror update`) turns the
 //! result into a `state::Ending`.
@@ -12,6 +14,7 @@
 pub mod credentials;
 pub mod guard;
 pub mod job;
+pub mod lfs;
 pub mod local;
 pub mod preview;
 pub mod refdiff;
@@ -37,7 +40,7 @@ use crate::mirror::remote::{PushReport, RefOutcome, Remote, RemoteError};
 use crate::mirror::scratch::Scratch;
 use crate::mirror::split::{SplitError, SplitPushError};
 use crate::mirror::url::mask_credentials;
-use crate::store::state::{Ending, RefCounts, RejectedRef};
+use crate::store::state::{Ending, LfsMissing, RefCounts, RejectedRef};
 
 /// Most bytes of refspecs and leases given to one `git push`, well under Linux's 2 MiB
 /// `ARG_MAX`.
@@ -59,6 +62,9 @@ pub struct UpdateContext {
     /// `sync NAME --allow-mass-change`: this one update passes the mass-change guard
     /// ([`guard`]).
     pub allow_mass_change: bool,
+    /// Git LFS: what this update uploaded (and found missing), filled in as it goes so
+    /// that the job records uploads done before a failure too.
+    pub lfs: lfs::SharedTally,
 }
 
 /// What an update did. An update can return a report and still have failed: diverged or
@@ -75,6 +81,9 @@ pub struct UpdateReport {
     pub rejections_transient: bool,
     /// A digest of the mirrored local refs as planned.
     pub fingerprint: String,
+    /// Git LFS: objects missing from the local store that the remote lacks, with the refs
+    /// that need them; those refs were not pushed.
+    pub lfs_missing: Vec<LfsMissing>,
 }
 
 impl UpdateReport {
@@ -82,7 +91,7 @@ impl UpdateReport {
     /// divergence message or the list of rejected refs. Transient rejections are retried
     /// only while `retries_left`: the last allowed attempt ends `failed`.
     pub fn ending(&self, retries_left: bool) -> Ending {
-        if self.divergent.is_empty() && self.rejected.is_empty() {
+        if self.divergent.is_empty() && self.rejected.is_empty() && self.lfs_missing.is_empty() {
             return Ending::Finished {
                 fingerprint: Some(self.fingerprint.clone()),
             };
@@ -98,13 +107,35 @@ impl UpdateReport {
             }
             parts.push(text);
         }
+        if !self.lfs_missing.is_empty() {
+            parts.push(lfs_missing_message(&self.lfs_missing));
+        }
         Ending::Failed {
             error: parts.join("\n\n"),
-            retry: retries_left && self.divergent.is_empty() && self.rejections_transient,
+            retry: retries_left
+                && self.divergent.is_empty()
+                && self.lfs_missing.is_empty()
+                && self.rejections_transient,
             divergent_refs: self.divergent.clone(),
             rejected_refs: self.rejected.clone(),
         }
     }
+}
+
+/// Returns the error text of LFS objects missing from the local store: one object per line
+/// with the refs that need it (at most 100 lines).
+fn lfs_missing_message(missing: &[LfsMissing]) -> String {
+    let mut text = String::from(
+        "Some LFS objects are missing from the local LFS store, and the refs that need them \
+         have not been pushed:\n",
+    );
+    for m in missing.iter().take(100) {
+        text.push_str(&format!("\n{} ({})", m.oid, m.refs.join(", ")));
+    }
+    if missing.len() > 100 {
+        text.push_str(&format!("\n... and {} more", missing.len() - 100));
+    }
+    text
 }
 
 /// Why an update could not run to the end.
@@ -122,6 +153,8 @@ pub enum UpdateError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Split(#[from] SplitError),
+    #[error(transparent)]
+    Lfs(#[from] lfs::LfsError),
     #[error("the local read of the update panicked")]
     Panicked,
     /// The mass-change guard refused the plan ([`guard`]); permanent: the same plan would
@@ -140,6 +173,7 @@ impl UpdateError {
         match self {
             UpdateError::Remote(e) => e.is_transient(),
             UpdateError::Split(e) => e.is_transient(),
+            UpdateError::Lfs(e) => e.is_transient(),
             // A repository being replaced or a file system hiccup may pass.
             UpdateError::Local(LocalError::Refs { .. }) => true,
             UpdateError::UnsupportedUrl { .. }
@@ -193,6 +227,10 @@ pub fn init_libgit2() {
 /// Brings `mirror`'s remote in line with its local repository, once.
 pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport, UpdateError> {
     let remote = remote_for(mirror, ctx)?;
+    let lfs_credentials = match mirror.lfs.mode {
+        crate::config::LfsMode::Off => None,
+        _ => credentials::resolve_for_http_service(mirror)?,
+    };
     // The scratch repository is prepared, and the local refs read, while the remote
     // advertises its refs: at 100,000 refs each is a good part of a no-op's time.
     let (scratch, first_read) =
@@ -230,6 +268,38 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
                 change,
                 second_round: round > 0,
             });
+        }
+        // Git LFS: every object the pushed refs need, uploaded before any ref moves.
+        let missing = lfs::upload_for(
+            mirror,
+            &plan.updates,
+            &remote_refs,
+            lfs_credentials.clone(),
+            remote.deadline,
+            &ctx.cancel,
+            &ctx.lfs,
+        )
+        .await?;
+        let mut plan = plan;
+        if !missing.is_empty() {
+            let held: std::collections::HashSet<&str> = missing
+                .iter()
+                .flat_map(|m| m.refs.iter().map(String::as_str))
+                .collect();
+            warn!(
+                objects = missing.len(),
+                refs = held.len(),
+                "LFS objects missing locally; not pushing the refs that need them"
+            );
+            plan.updates.retain(|u| !held.contains(u.refname.as_str()));
+            for m in &missing {
+                if !report.lfs_missing.iter().any(|known| known.oid == m.oid) {
+                    report.lfs_missing.push(m.clone());
+                }
+            }
+            if let Ok(mut tally) = ctx.lfs.lock() {
+                tally.missing = report.lfs_missing.clone();
+            }
         }
         let remote_has_branches = remote_refs.keys().any(|r| r.starts_with("refs/heads/"));
         let pusher = Pusher {
@@ -732,6 +802,7 @@ mod tests {
             first_sync: true,
             scratch_dir: None,
             allow_mass_change: false,
+            lfs: lfs::SharedTally::default(),
         };
         let remote = remote_for(&mirror, &ctx).expect("a remote");
         let decade = Duration::from_secs(10 * 365 * 86_400);

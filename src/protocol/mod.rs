@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::state::{RejectedRef, Timestamp, UpdateStatus, UpdateSummary};
+use crate::store::state::{LfsMissing, RejectedRef, Timestamp, UpdateStatus, UpdateSummary};
 
 mod framing;
 mod plan;
@@ -283,6 +283,13 @@ pub struct MirrorStatus {
     /// The daemon is in silent mode (`[daemon] silent = true`).
     #[serde(default)]
     pub silent: bool,
+    // Git LFS (SPEC sections 6 and 9), by the last update; absent from older daemons.
+    #[serde(default)]
+    pub lfs_objects_uploaded: u64,
+    #[serde(default)]
+    pub lfs_bytes_uploaded: u64,
+    #[serde(default)]
+    pub lfs_missing: Vec<LfsMissing>,
 }
 
 #[cfg(test)]

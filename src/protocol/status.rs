@@ -27,6 +27,9 @@ impl MirrorStatus {
             history: state.history.into(),
             paused: false,
             silent: false,
+            lfs_objects_uploaded: state.lfs_objects_uploaded,
+            lfs_bytes_uploaded: state.lfs_bytes_uploaded,
+            lfs_missing: state.lfs_missing,
         }
     }
 }

@@ -188,6 +188,19 @@ pub struct MirrorState {
     pub fingerprint: Option<String>,
     /// The last [`HISTORY_LEN`] updates, oldest first.
     pub history: VecDeque<UpdateSummary>,
+    // Git LFS (SPEC sections 6 and 9), by the last update; see `MirrorState::record_lfs`.
+    pub lfs_objects_uploaded: u64,
+    pub lfs_bytes_uploaded: u64,
+    /// Objects the remote's LFS server lacks and the local store lacks too, with the refs
+    /// that need them (those refs were not pushed).
+    pub lfs_missing: Vec<LfsMissing>,
+}
+
+/// An LFS object missing from the local store, and the refs that need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LfsMissing {
+    pub oid: String,
+    pub refs: Vec<String>,
 }
 
 impl Default for MirrorState {
@@ -206,6 +219,9 @@ impl Default for MirrorState {
             retries: 0,
             fingerprint: None,
             history: VecDeque::new(),
+            lfs_objects_uploaded: 0,
+            lfs_bytes_uploaded: 0,
+            lfs_missing: Vec::new(),
         }
     }
 }
@@ -286,6 +302,16 @@ impl MirrorState {
         while self.history.len() > HISTORY_LEN {
             self.history.pop_front();
         }
+    }
+}
+
+impl MirrorState {
+    /// Records what the LFS part of the update that just ended did (after
+    /// [`MirrorState::end`]).
+    pub fn record_lfs(&mut self, objects: u64, bytes: u64, missing: Vec<LfsMissing>) {
+        self.lfs_objects_uploaded = objects;
+        self.lfs_bytes_uploaded = bytes;
+        self.lfs_missing = missing;
     }
 }
 

@@ -8,6 +8,7 @@ mod faults;
 mod hook;
 mod ops;
 mod plan;
+mod lfs;
 mod servers;
 mod socket;
 mod ssh;

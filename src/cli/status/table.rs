@@ -341,6 +341,23 @@ pub fn details(e: &MirrorStatus, now: SystemTime) -> String {
             text.push_str(&format!("  {} ({})\n", rejected.refname, rejected.reason));
         }
     }
+    // Git LFS: shown once the mirror's updates uploaded or missed LFS objects.
+    if e.lfs_objects_uploaded > 0 || !e.lfs_missing.is_empty() {
+        text.push_str(&format!(
+            "{:<21}{} objects, {} bytes uploaded\n",
+            "lfs (last update):", e.lfs_objects_uploaded, e.lfs_bytes_uploaded
+        ));
+        if !e.lfs_missing.is_empty() {
+            text.push_str("lfs objects missing:\n");
+            for missing in &e.lfs_missing {
+                text.push_str(&format!(
+                    "  {} ({})\n",
+                    missing.oid,
+                    missing.refs.join(", ")
+                ));
+            }
+        }
+    }
     match &e.last_error {
         None => text.push_str(&format!("{:<21}none\n", "last error:")),
         Some(error) => {

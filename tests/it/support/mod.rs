@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 mod faultproxy;
+pub mod lfs;
 mod process;
 mod servers;
 mod ssh;

@@ -33,6 +33,9 @@ fn entry(name: &str, repo: &str, url: &str) -> MirrorStatus {
         history: Vec::new(),
         paused: false,
         silent: false,
+        lfs_objects_uploaded: 0,
+        lfs_bytes_uploaded: 0,
+        lfs_missing: Vec::new(),
     }
 }
 
