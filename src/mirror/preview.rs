@@ -175,6 +175,8 @@ pub fn context(
         first_sync: false,
         scratch_dir: None,
         allow_mass_change: false,
+        // A preview uploads nothing: the tally stays empty.
+        lfs: Default::default(),
     }
 }
 
