@@ -122,6 +122,7 @@ fn from_files(
         }
     };
     let mut entries = Vec::new();
+    let mut hooks = crate::hook::install::HookCache::default();
     for mirror in mirrors {
         let state = match store.load(&mirror.name) {
             Ok((state, _)) => state,
@@ -130,7 +131,9 @@ fn from_files(
                 MirrorState::default()
             }
         };
-        entries.push(MirrorStatus::from_state(mirror, state));
+        let mut entry = MirrorStatus::from_state(mirror, state);
+        entry.hook_installed = hooks.runs_pushmirror(&mirror.repo);
+        entries.push(entry);
     }
     Ok(entries)
 }

@@ -25,6 +25,8 @@ impl MirrorStatus {
             refs_updated: state.counts.updated,
             refs_deleted: state.counts.deleted,
             history: state.history.into(),
+            // Fleet: the callers check the hook (it is the repository's, not the state's).
+            hook_installed: true,
         }
     }
 }

@@ -115,6 +115,7 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
             if let Some(error) = &e.last_error {
                 text.push_str(&error_line(error, Some(width)));
             }
+            text.push_str(hook_line(e));
         }
         return text;
     }
@@ -144,8 +145,18 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
         if let Some(error) = &e.last_error {
             text.push_str(&error_line(error, width));
         }
+        text.push_str(hook_line(e));
     }
     text
+}
+
+/// Fleet: the line under a row whose repository's `post-receive` does not run pushmirror.
+fn hook_line(e: &MirrorStatus) -> &'static str {
+    if e.hook_installed {
+        ""
+    } else {
+        "  warning: no post-receive hook runs pushmirror here: `pushmirror install-hook --all`\n"
+    }
 }
 
 /// Returns the indented line under a row that shows the start of its error.
@@ -292,6 +303,14 @@ pub fn details(e: &MirrorStatus, now: SystemTime) -> String {
     field("repository:", &e.repo);
     field("url:", &e.url);
     field("enabled:", if e.enabled { "yes" } else { "no" });
+    field(
+        "hook installed:",
+        if e.hook_installed {
+            "yes"
+        } else {
+            "no: pushes are not notified; `pushmirror install-hook --all`"
+        },
+    );
     field("status:", e.update_status.as_str());
     field("last update started:", &when(e.last_update_started_at));
     field("last update ended:", &when(e.last_update_at));

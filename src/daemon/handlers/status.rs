@@ -39,6 +39,8 @@ impl Daemon {
         let (now, wall_now) = (Instant::now(), SystemTime::now());
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
+            // Fleet: each repository's hook is looked at once per request.
+            let mut hooks = crate::hook::install::HookCache::default();
             let mirrors = selected
                 .into_iter()
                 .map(|(mirror, phase)| {
@@ -46,7 +48,9 @@ impl Daemon {
                         .load(&mirror.name)
                         .map(|(state, _)| state)
                         .unwrap_or_default();
-                    live_status(&mirror, state, phase, now, wall_now)
+                    let mut status = live_status(&mirror, state, phase, now, wall_now);
+                    status.hook_installed = hooks.runs_pushmirror(&mirror.repo);
+                    status
                 })
                 .collect();
             let _ = reply.send(Response::Status { mirrors });

@@ -31,6 +31,7 @@ fn entry(name: &str, repo: &str, url: &str) -> MirrorStatus {
         refs_updated: 1,
         refs_deleted: 0,
         history: Vec::new(),
+        hook_installed: true,
     }
 }
 
@@ -216,6 +217,7 @@ fn details_show_every_field_and_the_history() {
         "repository:          /srv/git/app.git\n",
         "url:                 https://github.com/acme/app.git\n",
         "enabled:             yes\n",
+        "hook installed:      yes\n",
         "status:              to_retry\n",
         "last success:        1970-01-12T13:44:40.000Z (2 minutes ago)\n",
         "next update:         retry in 2 minutes (1970-01-12T13:48:40.000Z)\n",
