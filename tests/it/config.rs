@@ -24,7 +24,7 @@ fn fixture_env() -> TestEnv {
         env.bare_repo(repo);
         // A hook that runs pushmirror, so that no sample warns about a forgotten one.
         let hook = env.write_file(
-            &format!("{repo}/hooks/post-receive"),
+            format!("{repo}/hooks/post-receive"),
             "#!/bin/sh\nexec pushmirror notify\n",
         );
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod 755");
