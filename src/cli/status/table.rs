@@ -115,7 +115,7 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
             if let Some(error) = &e.last_error {
                 text.push_str(&error_line(error, Some(width)));
             }
-            text.push_str(hook_line(e));
+            text.push_str(&hook_line(e, Some(width)));
         }
         return text;
     }
@@ -145,18 +145,23 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
         if let Some(error) = &e.last_error {
             text.push_str(&error_line(error, width));
         }
-        text.push_str(hook_line(e));
+        text.push_str(&hook_line(e, width));
     }
     text
 }
 
 /// Fleet: the line under a row whose repository's `post-receive` does not run pushmirror.
-fn hook_line(e: &MirrorStatus) -> &'static str {
+fn hook_line(e: &MirrorStatus, width: Option<usize>) -> String {
+    const WARNING: &str = "no post-receive hook runs pushmirror: `pushmirror install-hook --all`";
     if e.hook_installed {
-        ""
-    } else {
-        "  warning: no post-receive hook runs pushmirror here: `pushmirror install-hook --all`\n"
+        return String::new();
     }
+    let room = width.map(|w| w.saturating_sub("  warning: ".len()).max(30));
+    let text = match room {
+        Some(room) => shorten_end(WARNING, room),
+        None => WARNING.to_owned(),
+    };
+    format!("  warning: {text}\n")
 }
 
 /// Returns the indented line under a row that shows the start of its error.
