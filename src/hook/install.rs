@@ -317,11 +317,39 @@ pub struct HookCheck {
 }
 
 impl HookCheck {
-    /// Reads the user's and system's `core.hooksPath` once.
+    /// Reads the user's and system's `core.hooksPath` once, from the files git reads (by
+    /// path: the daemon clears libgit2's search paths, but git running the hook does not).
     pub fn new() -> HookCheck {
-        let shared = git2::Config::open_default()
-            .ok()
-            .and_then(|config| config.get_path("core.hooksPath").ok());
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from);
+        let xdg = var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".config")));
+        let system = match (var("GIT_CONFIG_NOSYSTEM"), var("GIT_CONFIG_SYSTEM")) {
+            (Some(_), _) => None,
+            (None, Some(file)) => Some(PathBuf::from(file)),
+            (None, None) => Some(PathBuf::from("/etc/gitconfig")),
+        };
+        let (xdg, global) = match var("GIT_CONFIG_GLOBAL") {
+            Some(file) => (None, Some(PathBuf::from(file))),
+            None => (
+                xdg.map(|dir| dir.join("git/config")),
+                home.map(|h| h.join(".gitconfig")),
+            ),
+        };
+        let files = [system, xdg, global];
+        // The last file that sets it wins, as in git.
+        let shared = files
+            .into_iter()
+            .flatten()
+            .filter(|file| file.is_file())
+            .filter_map(|file| {
+                git2::Config::open(&file)
+                    .ok()?
+                    .get_path("core.hooksPath")
+                    .ok()
+            })
+            .last();
         HookCheck { shared }
     }
 
