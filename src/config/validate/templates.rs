@@ -169,6 +169,12 @@ impl<'a> Checker<'a> {
                     Scope::Only(repo) => glob.match_new(repo).into_iter().collect(),
                 };
                 for repo in repos {
+                    // Found as a bare repository (`HEAD`, `objects`, `refs`) by the walk or
+                    // `match_new`: that is the repository check of a templated mirror. Opening
+                    // each of 10,000 repositories with libgit2 (its config files read each
+                    // time) would double a load's time; an unreadable one still fails its
+                    // first update, with the reason in its status.
+                    self.opened_repos.entry(repo.clone()).or_insert(Ok(()));
                     if let Some(mirror) =
                         self.expand(&table, &header, &glob, &repo, defaults, state_dir, seen)
                     {
