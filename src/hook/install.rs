@@ -338,18 +338,18 @@ impl HookCheck {
             ),
         };
         let files = [system, xdg, global];
-        // The last file that sets it wins, as in git.
+        // The last file that sets it wins, as in git: look from the last.
         let shared = files
             .into_iter()
+            .rev()
             .flatten()
             .filter(|file| file.is_file())
-            .filter_map(|file| {
+            .find_map(|file| {
                 git2::Config::open(&file)
                     .ok()?
                     .get_path("core.hooksPath")
                     .ok()
-            })
-            .last();
+            });
         HookCheck { shared }
     }
 
