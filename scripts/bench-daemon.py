@@ -29,6 +29,11 @@ run changes nothing.
    downstream that already holds the same refs: the downstreams are hard-linked copies of
    the upstream). First start (10,000 first syncs, each an ls-remote that finds nothing to
    push), stop, then the measured second start.
+5. Fleet (issue 11): one [[mirror_template]] over 10,000 bare repositories (100 directories x
+   100, each with the pushmirror hook, each to its own file:// downstream holding the same
+   refs). First start (10,000 first syncs), stop, then the measured second start: the walk,
+   the expansion and validation of 10,000 mirrors, `status --json`, memory once idle; and
+   `check-config` (load plus the forgotten-hook check of every repository).
 
 Exit status 0 whether or not targets are met (it is a measurement); 1 when something fails
 (a command errors, a push is not mirrored, a notification is lost, the daemon dies).
@@ -65,6 +70,9 @@ TARGET_UPDATES_PER_MIRROR = 2
 TARGET_START_S = 3
 TARGET_RSS_MIB = 100
 TARGET_STATUS_S = 1
+# Fleet (issue 11, point 6): a template over 10,000 repositories.
+TARGET_TEMPLATE_START_S = 2
+TARGET_TEMPLATE_RSS_MIB = 150
 
 
 class BenchError(Exception):
@@ -836,6 +844,113 @@ def bench_idle(b, args):
 
 
 # ---------------------------------------------------------------------------------------------
+# 5. Fleet: one template over 10,000 repositories
+
+
+def bench_template(b, args):
+    groups, per_group = args.template_groups, args.template_per_group
+    total = groups * per_group
+    log(f"== 5: one [[mirror_template]] over {total} repositories ({groups} directories x {per_group})")
+    tpl = template_repo(b)
+    base = b.root / "fleet"
+    cfg = base / "pushmirror.toml"
+    # Every repository has the hook (one file, hard-linked), as `install-hook --all` leaves it.
+    hook = base / "post-receive"
+    base.mkdir(parents=True, exist_ok=True)
+    hook.write_text(f"#!/bin/sh\n# managed by pushmirror install-hook\nexec '{b.bin}' --config '{cfg}' notify\n")
+    hook.chmod(0o755)
+    t0 = time.perf_counter()
+    for g in range(groups):
+        for k in range(per_group):
+            up = copy_repo(tpl, base / "srv" / f"g{g:02d}" / f"r{k:03d}.git", link=True)
+            (up / "hooks").mkdir()
+            os.link(hook, up / "hooks" / "post-receive")
+            copy_repo(tpl, base / "down" / f"g{g:02d}" / f"r{k:03d}.git", link=True)
+    (base / "state").mkdir(exist_ok=True)
+    cfg.write_text(
+        '[daemon]\nstate_dir = "state"\n\n'
+        '[[mirror_template]]\nname = "t-${path}"\n'
+        f'repos = "{base}/srv/**/*.git"\n'
+        f'url = "file://{base}/down/${{path}}.git"\n'
+        # Disabled: no first sync runs, so the start measured is the walk, the expansion, the
+        # validation and `status` alone (10,000 first syncs take 10 minutes on a loaded
+        # 2-core machine and would compete with them); the state files are absent.
+        + ("enabled = false\n" if args.template_disabled else "")
+    )
+    log(f"   fixture: {total} repositories and downstreams in {time.perf_counter() - t0:.1f} s")
+
+    check_times = []
+    for _ in range(args.status_runs):
+        started = time.perf_counter()
+        result = b.pm(cfg, "check-config", check=False)
+        check_times.append(time.perf_counter() - started)
+        if result.returncode != 0 or result.stderr:
+            raise BenchError(f"check-config: {result.returncode} {result.stderr[-500:]!r}")
+    if f"ok, {total} mirrors".encode() not in result.stdout:
+        raise BenchError(f"check-config does not count {total} mirrors: {result.stdout!r}")
+
+    first_settled, first_mem, first_problems = None, {}, []
+    if not args.template_disabled:
+        daemon = b.start_daemon(cfg, "fleet-first")
+        first_ping = daemon.wait_ping(timeout=120) - daemon.started
+        daemon.wait_settled(
+            lambda ms_: all(m["last_successful_update_at"] for m in ms_), timeout=args.big_timeout, interval=2
+        )
+        first_settled = time.perf_counter() - daemon.started
+        first_mem = daemon.memory()
+        first_problems = daemon.problems()
+        daemon.stop(timeout=120)
+        log(f"   first start settled in {first_settled:.1f} s (ping after {first_ping:.2f} s)")
+
+    daemon = b.start_daemon(cfg, "fleet-second")
+    ping_s = daemon.wait_ping(timeout=60) - daemon.started
+    answered = None
+    while answered is None:
+        daemon.alive()
+        result = b.pm(cfg, "status", "--json", check=False)
+        if result.returncode == 0 and b"not running" not in result.stderr:
+            answered = time.perf_counter() - daemon.started
+            listed = json.loads(result.stdout)["mirrors"]
+            if len(listed) != total:
+                raise BenchError(f"status --json lists {len(listed)} mirrors, not {total}")
+            if not all(m["hook_installed"] for m in listed):
+                raise BenchError("status --json says a hook is missing")
+        elif time.perf_counter() - daemon.started > 60:
+            raise BenchError(f"status did not answer within 60 s: {result.stderr!r}")
+    bound_s = daemon.event_after_spawn("control socket bound")
+    ready_s = daemon.event_after_spawn("daemon ready")
+    daemon.wait_settled(timeout=120, interval=1)
+    daemon.wait_cpu_idle(quiet=1.0)
+    mem = daemon.memory()
+    status_times = []
+    for _ in range(args.status_runs):
+        started = time.perf_counter()
+        result = b.pm(cfg, "status", "--json")
+        status_times.append(time.perf_counter() - started)
+    mem_after = daemon.memory()
+    problems = daemon.problems()
+    daemon.stop(timeout=120)
+    return {
+        "mirrors": total,
+        "groups": groups,
+        "disabled": args.template_disabled,
+        "first_settled_s": first_settled,
+        "first_hwm_kib": first_mem.get("VmHWM", 0),
+        "first_problems": first_problems,
+        "ping_s": ping_s,
+        "bound_s": bound_s,
+        "ready_s": ready_s,
+        "status_answered_s": answered,
+        "rss_kib": mem["VmRSS"],
+        "hwm_kib": mem["VmHWM"],
+        "rss_after_status_kib": mem_after["VmRSS"],
+        "status": summary(status_times),
+        "check_config": summary(check_times),
+        "problems": problems,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -896,6 +1011,20 @@ def results_rows(r):
             f"{i['status']['median']:.2f} s median of {i['status']['n']}",
             f"< {TARGET_STATUS_S} s",
             verdict(i["status"]["median"] < TARGET_STATUS_S),
+        ))
+    if "template" in r:
+        t = r["template"]
+        rows.append((
+            f"template over {t['mirrors']} repositories: spawn to `status --json` answered",
+            f"{t['status_answered_s']:.2f} s (socket bound {fmt_opt(t['bound_s'])} s, ping {t['ping_s']:.2f} s)",
+            f"< {TARGET_TEMPLATE_START_S} s",
+            verdict(t["status_answered_s"] < TARGET_TEMPLATE_START_S),
+        ))
+        rows.append((
+            f"template over {t['mirrors']} repositories: resident memory once idle",
+            f"{t['rss_kib'] / 1024:.1f} MiB (peak {t['hwm_kib'] / 1024:.1f} MiB)",
+            f"< {TARGET_TEMPLATE_RSS_MIB} MiB",
+            verdict(t["rss_kib"] / 1024 < TARGET_TEMPLATE_RSS_MIB),
         ))
     return rows
 
@@ -1016,6 +1145,23 @@ def report(info, r, args, total_s):
             f"{ms(i['notify']['median']):.1f} ms median, {ms(i['notify']['p90']):.1f} ms p90"
             + (f" (vs {ms(r['hook']['notify']['unmirrored']['median']):.1f} ms with the two-mirror configuration above)." if "hook" in r else "."),
         ]
+    if "template" in r:
+        t = r["template"]
+        lines += [
+            "",
+            f"One `[[mirror_template]]` over {t['mirrors']} repositories ({t['groups']} directories x "
+            f"{t['mirrors'] // t['groups']}, each with the hook, each to its own file:// downstream holding the same "
+            f"refs): `check-config` (walk, expansion, validation of every mirror, hook check of every repository) "
+            f"{t['check_config']['median']:.2f} s median of {t['check_config']['n']} (min {t['check_config']['min']:.2f}, "
+            + (f"max {t['check_config']['max']:.2f}); the mirrors disabled (`--template-disabled`: no first sync, no "
+               f"state files). Start: socket bound after {fmt_opt(t['bound_s'])} s " if t["disabled"] else
+               f"max {t['check_config']['max']:.2f}); first start settled in {t['first_settled_s']:.0f} s, peak RSS "
+               f"{t['first_hwm_kib'] / 1024:.0f} MiB. Second start: socket bound after {fmt_opt(t['bound_s'])} s ")
+            + f"(configuration loaded and expanded), \"daemon ready\" after {fmt_opt(t['ready_s'])} s, ping after "
+            f"{t['ping_s']:.2f} s, `status --json` answered after {t['status_answered_s']:.2f} s; RSS "
+            f"{t['rss_kib'] / 1024:.1f} MiB once idle, {t['rss_after_status_kib'] / 1024:.1f} MiB after the `status` calls; "
+            f"`status --json` {t['status']['median']:.2f} s median (min {t['status']['min']:.2f}, max {t['status']['max']:.2f}).",
+        ]
     problems = daemon_problems(r)
     lines += ["", "Daemon logs: " + ("no WARN or ERROR lines." if not problems else
               f"{len(problems)} WARN/ERROR lines, e.g. `{problems[0][:200]}`")]
@@ -1028,6 +1174,8 @@ def daemon_problems(r):
         out += r.get(key, {}).get("problems", [])
     if "idle" in r:
         out += r["idle"]["first_problems"] + r["idle"]["problems"]
+    if "template" in r:
+        out += r["template"]["first_problems"] + r["template"]["problems"]
     return out
 
 
@@ -1059,7 +1207,11 @@ def main():
     parser.add_argument("--big-per-repo", type=int, default=100)
     parser.add_argument("--big-timeout", type=int, default=600, help="seconds for the first start to settle")
     parser.add_argument("--status-runs", type=int, default=5)
-    parser.add_argument("--only", choices=("hook", "burst", "idle"), action="append",
+    parser.add_argument("--template-groups", type=int, default=100)
+    parser.add_argument("--template-per-group", type=int, default=100)
+    parser.add_argument("--template-disabled", action="store_true",
+                        help="part 5 with the template's mirrors disabled: no first start of 10,000 first syncs")
+    parser.add_argument("--only", choices=("hook", "burst", "idle", "template"), action="append",
                         help="run only these parts (repeatable)")
     args = parser.parse_args()
 
@@ -1075,7 +1227,7 @@ def main():
     shutil.copy2(binary, root / "bin" / "pushmirror")
     b = Bench(root, root / "bin" / "pushmirror")
     log(f"binary {binary} ({first_line([str(binary), '--version'])}), copied; work in {root}")
-    parts = args.only or ["hook", "burst", "idle"]
+    parts = args.only or ["hook", "burst", "idle", "template"]
     started = time.perf_counter()
     results = {}
     code = 0
@@ -1086,6 +1238,8 @@ def main():
             results["burst"] = bench_burst(b, args)
         if "idle" in parts:
             results["idle"] = bench_idle(b, args)
+        if "template" in parts:
+            results["template"] = bench_template(b, args)
     except BenchError as e:
         log(f"error: {e}")
         code = 1

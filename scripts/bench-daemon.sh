@@ -1,7 +1,7 @@
 #!/bin/sh
 # Daemon and hook benchmark (issue point 10): hook overhead, push-to-mirror latency, a burst
 # of notifications, an idle daemon with 10,000 mirrors.
-# Usage: scripts/bench-daemon.sh [--keep] [--markdown FILE] [--only hook|burst|idle] ...
+# Usage: scripts/bench-daemon.sh [--keep] [--markdown FILE] [--only hook|burst|idle|template] ...
 # Builds the release binary (cargo build --release --quiet) unless PUSHMIRROR_BIN names one.
 # See scripts/bench-daemon.py and BENCHMARKS.md ("Daemon and hook").
 set -eu

@@ -83,8 +83,15 @@ enum Command {
     /// Installs the post-receive hook into repositories, chaining an existing hook
     InstallHook {
         /// Repositories (bare, or the top of a work tree)
-        #[arg(required = true, value_name = "REPO")]
+        #[arg(
+            required_unless_present = "all",
+            conflicts_with = "all",
+            value_name = "REPO"
+        )]
         repos: Vec<PathBuf>,
+        /// Every repository that a mirror or a mirror template of the configuration names
+        #[arg(long)]
+        all: bool,
     },
     /// Makes mirror NAME's ed25519 key pair at its `ssh_key` path; prints the public key
     SshKeygen {
@@ -154,7 +161,11 @@ fn run(command: Command, path: &Path) -> u8 {
         // These three need no valid configuration: the hook must work while it is broken.
         Command::CheckConfig => cli::check_config::run(path, &mut out, &mut err),
         Command::Notify => hook::notify::main(path),
-        Command::InstallHook { repos } => cli::install_hook::main(&repos, path),
+        Command::InstallHook { repos, all: false } => cli::install_hook::main(&repos, path),
+        // Fleet: the repositories come from a valid configuration, templates expanded.
+        Command::InstallHook { all: true, .. } => with_config(path, "warn", |config| {
+            cli::install_hook::main(&cli::install_hook::configured_repos(&config), path)
+        }),
         // Needs no configuration: generated from the argument definitions.
         Command::Completions { shell, assets } => match (shell, assets) {
             (_, Some(dir)) => cli::completions::write_assets(Args::command(), &dir, &mut err),

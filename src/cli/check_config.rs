@@ -26,6 +26,10 @@ pub fn run(path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
             for warning in &config.warnings {
                 let _ = writeln!(err, "warning: {warning}");
             }
+            // Fleet: a mirror whose repository has no hook silently stops.
+            for forgotten in crate::hook::install::forgotten_hooks(&config.mirrors) {
+                let _ = writeln!(err, "warning: {forgotten}");
+            }
             if !config.mirror_problems.is_empty() {
                 for problem in &config.mirror_problems {
                     let _ = writeln!(err, "error: {problem}");

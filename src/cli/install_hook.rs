@@ -1,4 +1,4 @@
-//! `pushmirror install-hook REPO...`: installs the post-receive hook that runs
+//! `pushmirror install-hook REPO... | --all`: installs the post-receive hook that runs
 //! `pushmirror notify` into each repository (see [`crate::hook::install`]), one line each.
 
 use std::io::{self, Write};
@@ -72,6 +72,18 @@ pub fn run(
         }
     }
     code
+}
+
+/// Fleet: returns every repository that a mirror of `config` names (templates expanded),
+/// once each, in configuration order: what `install-hook --all` installs into.
+pub fn configured_repos(config: &crate::config::Config) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    config
+        .mirrors
+        .iter()
+        .filter(|mirror| seen.insert(mirror.repo.clone()))
+        .map(|mirror| mirror.repo.clone())
+        .collect()
 }
 
 #[cfg(test)]

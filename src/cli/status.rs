@@ -128,6 +128,7 @@ fn from_files(
         .map(|(paused, _)| paused)
         .unwrap_or_default();
     let mut entries = Vec::new();
+    let mut hooks = crate::hook::install::HookCache::default();
     for mirror in mirrors {
         let state = match store.load(&mirror.name) {
             Ok((state, _)) => state,
@@ -139,6 +140,7 @@ fn from_files(
         let mut entry = MirrorStatus::from_state(mirror, state);
         entry.silent = config.daemon.silent;
         entry.paused = entry.silent || paused.contains(mirror.name.as_str());
+        entry.hook_installed = hooks.runs_pushmirror(&mirror.repo);
         entries.push(entry);
     }
     Ok(entries)

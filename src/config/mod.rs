@@ -10,6 +10,7 @@ mod error;
 mod lenient;
 mod pattern;
 mod raw;
+pub mod template;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, Diagnostic, MirrorProblem};
 pub use lenient::{DaemonPaths, DaemonPathsError, daemon_paths, this_user, unreadable_fix};
 pub use pattern::BranchPattern;
+pub use template::{NewMirrors, TemplateOrigin, Templates};
 
 use crate::mirror::url::RemoteUrl;
 
@@ -53,6 +55,9 @@ pub struct Config {
     /// message naming the mirror too. `Config::load` succeeds with them; `check-config`
     /// reports them as errors.
     pub mirror_problems: Vec<MirrorProblem>,
+    /// Fleet: the `[[mirror_template]]`s, kept so that a repository created after the load
+    /// can be given its mirrors without a reload ([`Config::expand_new_repository`]).
+    pub templates: Templates,
     // Operations: alerts.
     /// `[alerts]`: where the events of a mirror entering `failed` and recovering go; `None`
     /// when the table is absent.
@@ -230,6 +235,8 @@ pub struct Mirror {
     pub max_forced: usize,
     /// The key and pinned host keys used when the URL is `ssh://` or scp-like.
     pub ssh: SshSettings,
+    /// Fleet: the `[[mirror_template]]` that produced this mirror; `None` when written out.
+    pub template: Option<TemplateOrigin>,
     /// Git LFS: whether, where to and from where LFS objects are uploaded.
     pub lfs: LfsSettings,
 }
@@ -339,5 +346,13 @@ impl Config {
     /// Returns the mirror called `name`.
     pub fn mirror(&self, name: &str) -> Option<&Mirror> {
         self.mirrors.iter().find(|m| m.name.as_str() == name)
+    }
+
+    /// Returns the mirrors that the templates make for `repo` (canonical), a repository that
+    /// no mirror names, validated as a load would validate them, against the text this
+    /// configuration was loaded from and the names it already has. `Ok` with no mirror when
+    /// no template takes it; `Err` with the diagnostics when an expansion has errors.
+    pub fn expand_new_repository(&self, repo: &Path) -> Result<NewMirrors, Vec<Diagnostic>> {
+        validate::expand_new_repository(self, repo)
     }
 }

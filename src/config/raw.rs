@@ -20,6 +20,10 @@ pub(super) struct RawConfig {
     /// The `[[mirror]]` tables; each span is the table's header.
     #[serde(default)]
     pub mirror: Vec<Spanned<RawMirror>>,
+    /// Fleet: `[[mirror_template]]` is taken out of the tree and validated from its TOML
+    /// values (`validate/templates.rs`); named here so that the unknown-key message lists it.
+    #[allow(dead_code)]
+    pub mirror_template: Option<serde::de::IgnoredAny>,
     // Operations: alerts.
     /// The `[alerts]` table; no alerts when absent.
     pub alerts: Option<Spanned<RawAlerts>>,

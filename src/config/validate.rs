@@ -20,7 +20,7 @@
 //! (`only_protected_branches = true` or `mirror_branch_regex`) ignores the other's default.
 //! Exclusive keys written at the same level are errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -116,19 +116,33 @@ fn from_source(
         problems: Vec::new(),
         warnings: Vec::new(),
         opened_repos: HashMap::new(),
+        expansion: None,
+        expansion_warnings: HashSet::new(),
     };
-    let Some(root) = checker.parse() else {
+    let Some(mut root) = checker.parse() else {
         return Err(checker.into_error());
     };
+    // Fleet (templates): `[[mirror_template]]` is validated apart, from its TOML values.
+    let raw_templates = root.get_mut().remove("mirror_template");
     let Some(raw) = checker.deserialize(root) else {
         return Err(checker.into_error());
     };
     let daemon = checker.daemon(raw.daemon.unwrap_or_default());
     let defaults = checker.options(raw.defaults.unwrap_or_default(), Level::Defaults);
-    let mirrors = checker.mirrors(raw.mirror, &defaults, &daemon.state_dir);
+    let mut seen = Seen::default();
+    let mut mirrors = checker.mirrors(raw.mirror, &defaults, &daemon.state_dir, &mut seen);
+    let (globs, templated) = checker.templates(
+        raw_templates,
+        &defaults,
+        &daemon.state_dir,
+        &mut seen,
+        templates::Scope::Walk,
+    );
+    mirrors.extend(templated);
     checker.warn_if_default_protected_branches_unused(&defaults, &mirrors);
     let alerts = raw.alerts.and_then(|table| checker.alerts(table));
-    checker.into_config(absolute, daemon, mirrors, alerts)
+    let templates = templates::keep(source, path, base_dir, globs);
+    checker.into_config(absolute, daemon, mirrors, alerts, templates)
 }
 
 /// Returns the problems of a file without errors, each with the mirror it concerns.
@@ -232,10 +246,20 @@ impl Subject {
 #[derive(Debug, Default)]
 struct Seen {
     /// Each mirror name taken so far, and where it was written.
-    names: HashMap<String, Range<usize>>,
+    names: HashMap<String, NameOrigin>,
     /// Whether the `password_file` of `[defaults]` was checked already: it is checked once,
     /// not once per mirror that uses it.
     defaults_password_file_checked: bool,
+}
+
+/// Where a mirror name was taken (fleet: templates name the repository too).
+#[derive(Debug, Clone)]
+struct NameOrigin {
+    /// The `name` value; `None` for a mirror of the configuration in force, when the daemon
+    /// expands a template for a new repository.
+    span: Option<Range<usize>>,
+    /// The repository a `[[mirror_template]]` produced the name for.
+    repo: Option<PathBuf>,
 }
 
 /// A mirror's `name`, `repo`, `url` and `create`, each left out if missing or invalid.
@@ -279,10 +303,19 @@ struct Checker<'a> {
     warnings: Vec<Diagnostic>,
     /// Repositories already opened, and what opening them said.
     opened_repos: HashMap<PathBuf, Result<(), String>>,
+    /// Fleet (templates): the repository a `[[mirror_template]]` is being expanded for; every
+    /// diagnostic then names it.
+    expansion: Option<PathBuf>,
+    /// Fleet (templates): warnings given once per template position, not once per repository.
+    expansion_warnings: HashSet<(usize, String)>,
 }
 
 impl<'a> Checker<'a> {
     fn diagnostic(&self, span: &Range<usize>, message: impl Into<String>) -> Diagnostic {
+        let mut message = message.into();
+        if let Some(repo) = &self.expansion {
+            message.push_str(&templates::context(repo));
+        }
         Diagnostic::at(self.path, self.source, span.start, message)
     }
 
@@ -292,6 +325,14 @@ impl<'a> Checker<'a> {
     }
 
     fn warning(&mut self, span: &Range<usize>, message: impl Into<String>) {
+        let message = message.into();
+        if self.expansion.is_some()
+            && !self
+                .expansion_warnings
+                .insert((span.start, message.clone()))
+        {
+            return;
+        }
         let diagnostic = self.diagnostic(span, message);
         self.warnings.push(diagnostic);
     }
@@ -337,11 +378,11 @@ impl<'a> Checker<'a> {
         raw: Vec<Spanned<RawMirror>>,
         defaults: &Options,
         state_dir: &Path,
+        seen: &mut Seen,
     ) -> Vec<Mirror> {
-        let mut seen = Seen::default();
         let mut mirrors = Vec::with_capacity(raw.len());
         for raw_mirror in raw {
-            if let Some(mirror) = self.mirror(raw_mirror, defaults, state_dir, &mut seen) {
+            if let Some(mirror) = self.mirror(raw_mirror, defaults, state_dir, seen) {
                 mirrors.push(mirror);
             }
         }
@@ -375,6 +416,7 @@ impl<'a> Checker<'a> {
         daemon: DaemonConfig,
         mirrors: Vec<Mirror>,
         alerts: Option<super::AlertsConfig>,
+        templates: super::Templates,
     ) -> Result<Config, ConfigError> {
         if !self.errors.is_empty() {
             return Err(self.into_error());
@@ -388,6 +430,7 @@ impl<'a> Checker<'a> {
             warnings: self.warnings,
             mirror_problems: named_problems(self.problems),
             alerts,
+            templates,
         })
     }
 
@@ -785,7 +828,7 @@ impl<'a> Checker<'a> {
         &mut self,
         raw: RawIdentity,
         header: &Range<usize>,
-        names: &mut HashMap<String, Range<usize>>,
+        names: &mut HashMap<String, NameOrigin>,
     ) -> Identity {
         let name = match raw.name {
             None => {
@@ -929,7 +972,7 @@ impl<'a> Checker<'a> {
     fn mirror_name(
         &mut self,
         name: &Spanned<String>,
-        names: &mut HashMap<String, Range<usize>>,
+        names: &mut HashMap<String, NameOrigin>,
     ) -> Option<MirrorName> {
         let Some(valid) = MirrorName::new(name.get_ref()) else {
             self.error(
@@ -944,14 +987,18 @@ impl<'a> Checker<'a> {
         };
         if let Some(first) = names.get(name.get_ref()) {
             let message = format!(
-                "duplicate mirror name \"{}\": already used by the mirror at line {}",
+                "duplicate mirror name \"{}\": already used by {}",
                 name.get_ref(),
-                self.line(first)
+                self.name_origin(first)
             );
             self.error(&name.span(), message);
             return None;
         }
-        names.insert(name.get_ref().clone(), name.span());
+        let origin = NameOrigin {
+            span: Some(name.span()),
+            repo: self.expansion.clone(),
+        };
+        names.insert(name.get_ref().clone(), origin);
         Some(valid)
     }
 
@@ -1118,6 +1165,7 @@ fn assemble_mirror(
     Mirror {
         ssh,
         lfs,
+        template: None,
         name: identity.name,
         repo: identity.repo,
         url: identity.url,
@@ -1294,6 +1342,9 @@ mod proptests;
 mod ssh;
 // Operations: alerts.
 mod alerts;
+mod templates;
+
+pub(super) use templates::expand_new_repository;
 
 use lfs::lfs_settings;
 use ssh::ssh_settings;
@@ -1547,7 +1598,7 @@ mod tests {
             found,
             [
                 "c.toml:1:1: unknown key `colour`, expected one of `daemon`, `defaults`, \
-                 `mirror`, `alerts`",
+                 `mirror`, `mirror_template`, `alerts`",
                 "c.toml:3:1: unknown key `state`, expected one of `state_dir`, `socket`, \
                  `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`",
                 "c.toml:5:1: unknown key `delays`, expected one of `enabled`, \

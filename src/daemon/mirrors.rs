@@ -35,7 +35,7 @@ pub(super) struct Tracked {
 }
 
 impl Tracked {
-    fn new(mirror: Arc<Mirror>) -> Tracked {
+    pub(super) fn new(mirror: Arc<Mirror>) -> Tracked {
         let schedule = MirrorSchedule::new(mirror.window(), mirror.retries);
         Tracked {
             mirror,

@@ -35,6 +35,7 @@ pub mod provision;
 mod resume;
 pub mod scheduler;
 mod systemd;
+mod templates;
 #[cfg(test)]
 mod tests;
 
@@ -167,6 +168,13 @@ pub(crate) async fn run_with(
     let config = daemon.config.clone();
     daemon.install_mirrors(&config);
     daemon.resume(pending).await;
+    // Fleet: a mirror whose repository has no hook silently stops; say so at every start.
+    let hooks_of = config.clone();
+    tokio::task::spawn_blocking(move || {
+        for forgotten in crate::hook::install::forgotten_hooks(&hooks_of.mirrors) {
+            warn!(repo = %forgotten.repo.display(), "{forgotten}");
+        }
+    });
 
     // Before the socket is served: a signal as soon as the daemon answers is handled, not
     // the default action (which ends the process).

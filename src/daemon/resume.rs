@@ -153,6 +153,8 @@ impl Daemon {
         }
         let mut names = BTreeSet::new();
         for item in &spooled {
+            // Fleet: a spooled push to a repository created since the load, too.
+            self.adopt_new_repository(&item.notification.repo);
             names.extend(self.matching_mirrors(&item.notification));
         }
         let events = self.events.clone();

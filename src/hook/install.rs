@@ -305,6 +305,173 @@ fn shell_quote(value: &OsStr) -> Vec<u8> {
     quoted
 }
 
+/// Fleet: whether git runs pushmirror after a push to a repository, for the forgotten-hook
+/// warnings of `check-config`, the daemon's start and `status` (a mirror whose repository has
+/// no hook silently stops). Cheap enough for thousands of repositories: a repository's own
+/// `config` file is parsed only when it mentions `hooksPath`, and the user's and system's
+/// `core.hooksPath` are read once, when the check is made.
+#[derive(Debug, Clone)]
+pub struct HookCheck {
+    /// `core.hooksPath` of the user's or system's git configuration, `~` expanded.
+    shared: Option<PathBuf>,
+}
+
+impl HookCheck {
+    /// Reads the user's and system's `core.hooksPath` once, from the files git reads (by
+    /// path: the daemon clears libgit2's search paths, but git running the hook does not).
+    pub fn new() -> HookCheck {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from);
+        let xdg = var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".config")));
+        let system = match (var("GIT_CONFIG_NOSYSTEM"), var("GIT_CONFIG_SYSTEM")) {
+            (Some(_), _) => None,
+            (None, Some(file)) => Some(PathBuf::from(file)),
+            (None, None) => Some(PathBuf::from("/etc/gitconfig")),
+        };
+        let (xdg, global) = match var("GIT_CONFIG_GLOBAL") {
+            Some(file) => (None, Some(PathBuf::from(file))),
+            None => (
+                xdg.map(|dir| dir.join("git/config")),
+                home.map(|h| h.join(".gitconfig")),
+            ),
+        };
+        let files = [system, xdg, global];
+        // The last file that sets it wins, as in git: look from the last.
+        let shared = files
+            .into_iter()
+            .rev()
+            .flatten()
+            .filter(|file| file.is_file())
+            .find_map(|file| {
+                git2::Config::open(&file)
+                    .ok()?
+                    .get_path("core.hooksPath")
+                    .ok()
+            });
+        HookCheck { shared }
+    }
+
+    /// Returns true if the `post-receive` hook that git runs for the bare repository `repo`
+    /// runs pushmirror: ours (its marker line), or a hand-written executable hook that calls
+    /// `pushmirror ... notify`. False for a missing or non-executable hook, and for a foreign
+    /// one that does not call it.
+    pub fn runs_pushmirror(&self, repo: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let hooks_dir = match own_hooks_path(repo).or_else(|| self.shared.clone()) {
+            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) => repo.join(dir),
+            None => repo.join("hooks"),
+        };
+        let hook = hooks_dir.join(HOOK);
+        let executable = fs::metadata(&hook)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0);
+        if !executable {
+            return false;
+        }
+        let Ok(content) = fs::read(&hook) else {
+            return false;
+        };
+        let calls_notify = |text: &[u8]| {
+            text.split(|&b| b == b'\n').any(|line| {
+                let line = String::from_utf8_lossy(line);
+                let line = line.trim_start();
+                !line.starts_with('#') && line.contains("pushmirror") && line.contains("notify")
+            })
+        };
+        is_ours(&content) || calls_notify(&content)
+    }
+}
+
+/// Fleet: a [`HookCheck`] that looks at each repository once (many mirrors share one).
+#[derive(Debug, Default)]
+pub struct HookCache {
+    check: HookCheck,
+    seen: std::collections::HashMap<PathBuf, bool>,
+}
+
+impl HookCache {
+    /// Returns [`HookCheck::runs_pushmirror`] of `repo`, remembered.
+    pub fn runs_pushmirror(&mut self, repo: &Path) -> bool {
+        if let Some(known) = self.seen.get(repo) {
+            return *known;
+        }
+        let found = self.check.runs_pushmirror(repo);
+        self.seen.insert(repo.to_owned(), found);
+        found
+    }
+}
+
+/// Fleet: a repository that mirrors name but whose `post-receive` does not run pushmirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgottenHook {
+    pub repo: PathBuf,
+    /// Its mirrors, in configuration order.
+    pub mirrors: Vec<crate::config::MirrorName>,
+}
+
+impl std::fmt::Display for ForgottenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.mirrors.iter().map(|m| format!("`{m}`")).collect();
+        write!(
+            f,
+            "the post-receive hook of {} does not run pushmirror, so pushes to it are not \
+             mirrored (mirror{} {}): `pushmirror install-hook --all` installs it",
+            self.repo.display(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        )
+    }
+}
+
+/// Returns each existing repository of `mirrors` whose hook does not run pushmirror, in
+/// configuration order. A missing repository is left to the mirror's own problem.
+pub fn forgotten_hooks(mirrors: &[crate::config::Mirror]) -> Vec<ForgottenHook> {
+    let check = HookCheck::new();
+    let mut order: Vec<PathBuf> = Vec::new();
+    let mut by_repo: std::collections::HashMap<PathBuf, Vec<crate::config::MirrorName>> =
+        std::collections::HashMap::new();
+    for mirror in mirrors {
+        let names = by_repo.entry(mirror.repo.clone()).or_insert_with(|| {
+            order.push(mirror.repo.clone());
+            Vec::new()
+        });
+        names.push(mirror.name.clone());
+    }
+    order
+        .into_iter()
+        .filter(|repo| repo.exists() && !check.runs_pushmirror(repo))
+        .map(|repo| ForgottenHook {
+            mirrors: by_repo.remove(&repo).unwrap_or_default(),
+            repo,
+        })
+        .collect()
+}
+
+impl Default for HookCheck {
+    fn default() -> HookCheck {
+        HookCheck::new()
+    }
+}
+
+/// Returns the repository's own `core.hooksPath`, reading its `config` only when the text
+/// mentions it.
+fn own_hooks_path(repo: &Path) -> Option<PathBuf> {
+    let file = repo.join("config");
+    let text = fs::read(&file).ok()?;
+    let mentions = text
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"hookspath"));
+    if !mentions {
+        return None;
+    }
+    git2::Config::open(&file)
+        .ok()?
+        .get_path("core.hooksPath")
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -313,6 +480,43 @@ mod tests {
 
     fn init_bare(path: &Path) {
         git2::Repository::init_bare(path).expect("init bare repository");
+    }
+
+    #[test]
+    fn the_check_finds_our_hook_a_hand_written_one_and_none() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let repo = dir.path().join("r.git");
+        init_bare(&repo);
+        let check = HookCheck { shared: None };
+        assert!(!check.runs_pushmirror(&repo));
+        let hooks = repo.join("hooks");
+        install_in_dir(&hooks, Path::new("/c.toml"), Path::new("/pm")).expect("install");
+        assert!(check.runs_pushmirror(&repo));
+        let hook = hooks.join(HOOK);
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(
+            !check.runs_pushmirror(&repo),
+            "git does not run a hook it cannot execute"
+        );
+        fs::write(&hook, "#!/bin/sh\n# pushmirror notify, some day\nexit 0\n").expect("write");
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert!(!check.runs_pushmirror(&repo));
+        fs::write(&hook, "#!/bin/sh\n/usr/bin/pushmirror notify\n").expect("write");
+        assert!(check.runs_pushmirror(&repo));
+        // core.hooksPath elsewhere: the repository's own hooks directory no longer counts.
+        let shared = dir.path().join("shared-hooks");
+        let status = Command::new("git")
+            .arg(format!("--git-dir={}", repo.display()))
+            .args(["config", "core.hooksPath"])
+            .arg(&shared)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .status()
+            .expect("git config");
+        assert!(status.success());
+        assert!(!check.runs_pushmirror(&repo));
+        install_in_dir(&shared, Path::new("/c.toml"), Path::new("/pm")).expect("install");
+        assert!(check.runs_pushmirror(&repo));
     }
 
     #[test]

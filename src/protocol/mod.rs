@@ -290,6 +290,16 @@ pub struct MirrorStatus {
     pub lfs_bytes_uploaded: u64,
     #[serde(default)]
     pub lfs_missing: Vec<LfsMissing>,
+    /// Fleet: whether the repository's `post-receive` hook runs pushmirror. A mirror without
+    /// it silently stops being notified (`pushmirror install-hook --all` fixes it). Absent
+    /// from daemons older than this field; readers take it as installed.
+    #[serde(default = "hook_installed_default")]
+    pub hook_installed: bool,
+}
+
+/// Fleet: what a reader assumes of a daemon that does not say.
+fn hook_installed_default() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ impl MirrorStatus {
             lfs_objects_uploaded: state.lfs_objects_uploaded,
             lfs_bytes_uploaded: state.lfs_bytes_uploaded,
             lfs_missing: state.lfs_missing,
+            // Fleet: the callers check the hook (it is the repository's, not the state's).
+            hook_installed: true,
         }
     }
 }

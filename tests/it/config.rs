@@ -22,6 +22,12 @@ fn fixture_env() -> TestEnv {
     let env = TestEnv::new();
     for repo in ["repos/app.git", "repos/lib.git", "repos/docs.git"] {
         env.bare_repo(repo);
+        // A hook that runs pushmirror, so that no sample warns about a forgotten one.
+        let hook = env.write_file(
+            format!("{repo}/hooks/post-receive"),
+            "#!/bin/sh\nexec pushmirror notify\n",
+        );
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod 755");
     }
     env.write_secret("secrets/app.token", "token\n");
     env.write_secret(

@@ -5,6 +5,7 @@ mod config;
 mod daemon;
 mod engine;
 mod faults;
+mod fleet;
 mod hook;
 mod lfs;
 mod ops;

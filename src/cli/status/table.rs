@@ -115,6 +115,7 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
             if let Some(error) = &e.last_error {
                 text.push_str(&error_line(error, Some(width)));
             }
+            text.push_str(&hook_line(e, Some(width)));
         }
         return text;
     }
@@ -144,8 +145,23 @@ pub fn table(entries: &[MirrorStatus], now: SystemTime, width: Option<usize>) ->
         if let Some(error) = &e.last_error {
             text.push_str(&error_line(error, width));
         }
+        text.push_str(&hook_line(e, width));
     }
     text
+}
+
+/// Fleet: the line under a row whose repository's `post-receive` does not run pushmirror.
+fn hook_line(e: &MirrorStatus, width: Option<usize>) -> String {
+    const WARNING: &str = "no post-receive hook runs pushmirror: `pushmirror install-hook --all`";
+    if e.hook_installed {
+        return String::new();
+    }
+    let room = width.map(|w| w.saturating_sub("  warning: ".len()).max(30));
+    let text = match room {
+        Some(room) => shorten_end(WARNING, room),
+        None => WARNING.to_owned(),
+    };
+    format!("  warning: {text}\n")
 }
 
 /// Returns the indented line under a row that shows the start of its error.
@@ -315,6 +331,14 @@ pub fn details(e: &MirrorStatus, now: SystemTime) -> String {
         (false, false) => "no",
     };
     field("paused:", paused);
+    field(
+        "hook installed:",
+        if e.hook_installed {
+            "yes"
+        } else {
+            "no: pushes are not notified; `pushmirror install-hook --all`"
+        },
+    );
     field("status:", e.update_status.as_str());
     field("last update started:", &when(e.last_update_started_at));
     field("last update ended:", &when(e.last_update_at));

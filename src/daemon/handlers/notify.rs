@@ -20,6 +20,8 @@ impl Daemon {
         notification: Notification,
         reply: oneshot::Sender<Response>,
     ) {
+        // Fleet: a repository created after the load gets its templated mirrors first.
+        self.adopt_new_repository(&notification.repo);
         let names = self.matching_mirrors(&notification);
         // One line per push taken in, so an operator can tell "the hook never called" from
         // "the daemon ignored it". With `all_refs`, `refs` counts only the sample sent.

@@ -44,6 +44,7 @@ impl Daemon {
             .filter(|(_, t)| t.mirror.enabled)
             .map(|(name, _)| name.clone())
             .collect();
+        self.log_deleted_repositories(&config);
         let config = Arc::new(config);
         self.install_mirrors(&config);
         let was_silent = self.config.daemon.silent;

@@ -43,6 +43,8 @@ impl Daemon {
         let silent = self.config.daemon.silent;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
+            // Fleet: each repository's hook is looked at once per request.
+            let mut hooks = crate::hook::install::HookCache::default();
             let mirrors = selected
                 .into_iter()
                 .map(|(mirror, phase, paused)| {
@@ -51,7 +53,9 @@ impl Daemon {
                         .map(|(state, _)| state)
                         .unwrap_or_default();
                     let held = Held { paused, silent };
-                    live_status(&mirror, state, phase, held, now, wall_now)
+                    let mut status = live_status(&mirror, state, phase, held, now, wall_now);
+                    status.hook_installed = hooks.runs_pushmirror(&mirror.repo);
+                    status
                 })
                 .collect();
             let _ = reply.send(Response::Status { mirrors });

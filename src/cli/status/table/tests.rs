@@ -36,6 +36,7 @@ fn entry(name: &str, repo: &str, url: &str) -> MirrorStatus {
         lfs_objects_uploaded: 0,
         lfs_bytes_uploaded: 0,
         lfs_missing: Vec::new(),
+        hook_installed: true,
     }
 }
 
@@ -248,6 +249,7 @@ fn details_show_every_field_and_the_history() {
         "repository:          /srv/git/app.git\n",
         "url:                 https://github.com/acme/app.git\n",
         "enabled:             yes\n",
+        "hook installed:      yes\n",
         "status:              to_retry\n",
         "last success:        1970-01-12T13:44:40.000Z (2 minutes ago)\n",
         "next update:         retry in 2 minutes (1970-01-12T13:48:40.000Z)\n",
@@ -258,4 +260,24 @@ fn details_show_every_field_and_the_history() {
     ] {
         assert!(text.contains(wanted), "{wanted:?} not in\n{text}");
     }
+}
+
+#[test]
+fn a_mirror_without_its_hook_gets_a_warning_line_that_fits() {
+    let mut e = entry("app", "/srv/git/app.git", "https://github.com/acme/app.git");
+    e.hook_installed = false;
+    let wide = table(std::slice::from_ref(&e), now(), None);
+    assert!(
+        wide.ends_with(
+            "\n  warning: no post-receive hook runs pushmirror: `pushmirror install-hook --all`\n"
+        ),
+        "{wide}"
+    );
+    let narrow = table(&[e.clone()], now(), Some(60));
+    assert!(narrow.lines().all(|l| l.chars().count() <= 60), "{narrow}");
+    assert!(
+        narrow.contains("  warning: no post-receive hook runs"),
+        "{narrow}"
+    );
+    assert!(details(&e, now()).contains("hook installed:      no: pushes are not notified"));
 }
