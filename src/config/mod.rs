@@ -71,6 +71,11 @@ pub struct DaemonConfig {
     /// `git_config = "isolated" | "inherit"`: whether git children may read the user's and the
     /// system's git configuration. Default isolated.
     pub git_config: GitConfigPolicy,
+    // Metrics (issue 10).
+    /// `metrics_listen`: where the daemon serves `GET /metrics` and `GET /healthz` over HTTP;
+    /// none (the default) serves nothing. An IP address and port, so that what is bound
+    /// never depends on name resolution.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

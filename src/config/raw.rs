@@ -38,6 +38,9 @@ pub(super) struct RawDaemon {
     pub log_format: Option<RawLogFormat>,
     /// Default `"isolated"`.
     pub git_config: Option<RawGitConfig>,
+    // Metrics (issue 10).
+    /// `"address:port"` of the Prometheus listener; off when absent.
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -28,6 +28,7 @@
 pub mod control;
 mod driver;
 mod handlers;
+mod metrics;
 mod mirrors;
 pub mod provision;
 mod resume;
@@ -76,6 +77,8 @@ pub enum DaemonError {
     Bind(#[from] control::ControlError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
 }
 
 /// Events from tasks the loop spawned.
@@ -109,6 +112,9 @@ struct Daemon {
     /// Queue appends whose mirrors are not marked yet ([`Event::Appended`] pending): the queue
     /// must not be compacted meanwhile, or it could drop what they hold.
     unmarked_appends: usize,
+    // Metrics (issue 10).
+    /// The series the loop records, and the `metrics_listen` listener serving them.
+    exporter: metrics::Exporter,
 }
 
 /// Runs `pushmirror daemon` on `config` until SIGTERM or SIGINT.
@@ -152,6 +158,8 @@ pub(crate) async fn run_with(
 
     let (mut daemon, pending, mut event_rx) = Daemon::open(config, updater)?;
     let config = daemon.config.clone();
+    let mut probes = daemon.exporter.take_probes();
+    daemon.exporter.listen(config.daemon.metrics_listen)?;
     daemon.install_mirrors(&config);
     daemon.resume(pending).await;
 
@@ -196,6 +204,7 @@ pub(crate) async fn run_with(
             () = &mut shutdown => break,
             Some(event) = event_rx.recv() => daemon.on_event(event),
             Some(incoming) = requests.recv() => daemon.handle(incoming),
+            Some(probe) = probes.recv() => daemon.answer_probe(probe),
             _ = hangup.recv() => daemon.on_hangup(),
             _ = user1.recv() => daemon.on_user1(),
             () = sleep_until_opt(next) => {}
@@ -209,6 +218,7 @@ pub(crate) async fn run_with(
 
     info!(running = daemon.running, "shutting down");
     stop_accepting.cancel();
+    daemon.exporter.stop();
     let _ = server.await;
     daemon.drain(&mut event_rx).await;
     daemon.queue.compact(daemon.pending()).await?;
@@ -246,6 +256,7 @@ impl Daemon {
             kill: CancellationToken::new(),
             running: 0,
             unmarked_appends: 0,
+            exporter: metrics::Exporter::new(),
         };
         Ok((daemon, pending, event_rx))
     }

@@ -6,6 +6,7 @@ mod daemon;
 mod engine;
 mod faults;
 mod hook;
+mod metrics;
 mod servers;
 mod socket;
 mod ssh;

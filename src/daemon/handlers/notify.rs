@@ -2,6 +2,8 @@
 //! mirrors on disk; they are marked for an update only after that, so that an update's git
 //! processes do not compete with the hook.
 
+use std::time::SystemTime;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
@@ -20,6 +22,7 @@ impl Daemon {
         notification: Notification,
         reply: oneshot::Sender<Response>,
     ) {
+        self.exporter.metrics.notifications(1);
         let names = self.matching_mirrors(&notification);
         // One line per push taken in, so an operator can tell "the hook never called" from
         // "the daemon ignored it". With `all_refs`, `refs` counts only the sample sent.
@@ -66,13 +69,19 @@ impl Daemon {
     /// will see the push.
     pub(in crate::daemon) fn mark_notified(&mut self, names: Vec<MirrorName>) {
         let now = Instant::now();
+        let wall_now = SystemTime::now();
         for name in names {
             let Some(tracked) = self.mirrors.get_mut(&name) else {
                 continue;
             };
             if tracked.dispatched_unread() {
+                self.exporter.metrics.unmirrored(&name, wall_now, false);
                 continue;
             }
+            let after_read = matches!(tracked.schedule.phase, Phase::Running { .. });
+            self.exporter
+                .metrics
+                .unmirrored(&name, wall_now, after_read);
             if !matches!(tracked.schedule.phase, Phase::Waiting { .. }) {
                 tracked.next_trigger = Trigger::Push;
             }
