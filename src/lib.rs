@@ -7,8 +7,8 @@
 //!
 //! **The daemon** (`pushmirror daemon`), long-running:
 //! - [`daemon`]: run and shutdown, one module per request or event handler, start-up resume,
-//!   the scheduler (pure) and its driver, the control socket (bind, serve, peer checks), and
-//!   provisioning of the demonstration repositories.
+//!   the scheduler (pure) and its driver, the control socket (bind, serve, peer checks),
+//!   provisioning of the demonstration repositories, and Prometheus metrics over HTTP.
 //!
 //! **git's hook process** (`pushmirror notify`, run by `post-receive`), short and never failing:
 //! - [`hook`]: the notification, with its spool fallback, and the installation of the hook.

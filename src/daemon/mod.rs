@@ -18,7 +18,10 @@
 //! - [`scheduler`]: the pure per-mirror state machine they all drive;
 //! - [`control`]: the socket (bound before the runtime starts, then served) and its peer
 //!   checks; [`provision`]: the demonstration repositories of `create = true` mirrors;
-//!   `systemd`: the `READY=1` and watchdog messages of a `Type=notify` unit.
+//!   `systemd`: the `READY=1` and watchdog messages of a `Type=notify` unit;
+//! - `metrics`: the Prometheus series the loop records and the `metrics_listen` HTTP
+//!   listener (`/metrics`, `/healthz`), which asks the loop through a channel, never
+//!   running on it.
 //!
 //! Invariants: a notification is answered only once the queue has it on disk; at most one job
 //! per mirror is in flight; a mirror that was pending, running or retrying when the daemon
