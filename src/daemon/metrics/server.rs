@@ -3,10 +3,13 @@
 //! loop answers, 503 when it does not within [`LOOP_TIMEOUT`]).
 //!
 //! Nothing a client sends can hold the daemon: connections are bounded in number
-//! ([`MAX_CONNECTIONS`]) and in the time their request headers may take (an idle keep-alive
-//! connection too, [`HEADER_TIMEOUT`]); request bodies are never read; the loop is asked
-//! only through a bounded channel and never waited for longer than [`LOOP_TIMEOUT`]; the
-//! registry is encoded on a blocking thread.
+//! ([`MAX_CONNECTIONS`]), in the time their request headers may take (an idle keep-alive
+//! connection too, [`HEADER_TIMEOUT`]) and in their whole life ([`CONNECTION_LIFETIME`],
+//! so that a client that never reads its answer cannot keep a slot); request bodies are
+//! never read; the loop is asked only through a bounded channel and never waited for longer
+//! than [`LOOP_TIMEOUT`]; the registry is encoded on a blocking thread, one scrape at a
+//! time, so that the memory of answers in flight is at most [`MAX_CONNECTIONS`] bodies (a
+//! few MiB each with 10,000 mirrors) and concurrent scrapes take one core at most.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,11 +31,15 @@ use super::{LoopCounts, Probe, SharedMetrics};
 /// How long a request waits for the daemon's loop to answer before `/healthz` says 503 (and
 /// `/metrics` serves the last counts).
 pub(in crate::daemon) const LOOP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once; more wait in the kernel's backlog. A Prometheus server (or
+/// a pair) needs one or two.
+const MAX_CONNECTIONS: usize = 8;
 /// How long a connection may take to send a request's headers, and stay idle between
 /// requests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay open at all; then it is closed once its current answer is
+/// sent (or [`STOP_GRACE`] later). Scrapes take milliseconds; Prometheus reconnects.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// How long open connections get to finish their request when the listener stops.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -63,6 +70,8 @@ impl MetricsServer {
 struct Shared {
     metrics: SharedMetrics,
     probes: mpsc::Sender<Probe>,
+    /// One encoding at a time.
+    encoding: Semaphore,
 }
 
 /// Binds `addr` (synchronously, so that a taken port is an error of the caller's step).
@@ -91,7 +100,11 @@ pub(in crate::daemon) fn spawn(
     info!(addr = %local, "serving metrics on /metrics and /healthz");
     tokio::spawn(serve(
         listener,
-        Arc::new(Shared { metrics, probes }),
+        Arc::new(Shared {
+            metrics,
+            probes,
+            encoding: Semaphore::new(1),
+        }),
         stop.clone(),
     ));
     Ok(MetricsServer { configured, stop })
@@ -130,9 +143,16 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTok
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
+            let closing = async {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(CONNECTION_LIFETIME) => {}
+                }
+            };
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                () = stop.cancelled() => {
+                () = closing => {
+                    // The answer being sent may finish; then the connection closes.
                     connection.as_mut().graceful_shutdown();
                     tokio::time::timeout(STOP_GRACE, connection.as_mut())
                         .await
@@ -173,6 +193,12 @@ async fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<B
             ),
         }
     } else {
+        let Ok(_turn) = shared.encoding.acquire().await else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the listener is stopping\n",
+            );
+        };
         let metrics = shared.metrics.clone();
         let encoded =
             tokio::task::spawn_blocking(move || metrics.encode(counts, SystemTime::now())).await;
