@@ -267,3 +267,79 @@ fn failing_at_start_is_read_from_the_streak_in_the_history() {
     assert!(is_failing(&state(Scheduled, &[Failed])));
     assert!(!is_failing(&state(Scheduled, &[Finished])));
 }
+
+/// Sends `GET path` over a plain TCP connection and returns the whole answer.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_says_503_while_the_loop_does_not_answer_and_200_when_it_does() {
+    use std::sync::Arc;
+    let listener = super::server::bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (probes, mut probe_rx) = tokio::sync::mpsc::channel(4);
+    let server =
+        super::server::spawn(addr, listener, Arc::new(Metrics::new()), probes).expect("serve");
+
+    // Nobody answers the probe: after the timeout, 503.
+    let started = std::time::Instant::now();
+    let answer = tokio::task::spawn_blocking(move || http_get(addr, "/healthz"))
+        .await
+        .expect("joined");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(started.elapsed() >= super::server::LOOP_TIMEOUT, "{answer}");
+    assert!(
+        answer.ends_with("the daemon's loop did not answer in time\n"),
+        "{answer}"
+    );
+    // The stale probe is dropped; the next one is answered.
+    drop(probe_rx.recv().await);
+    tokio::spawn(async move {
+        while let Some(probe) = probe_rx.recv().await {
+            let _ = probe.send(LoopCounts {
+                pending: 2,
+                running: 1,
+            });
+        }
+    });
+    let answer = tokio::task::spawn_blocking(move || http_get(addr, "/healthz"))
+        .await
+        .expect("joined");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+    let answer = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+        .await
+        .expect("joined");
+    assert!(
+        answer.contains("\npushmirror_mirrors_pending 2\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("\npushmirror_updates_running 1\n"),
+        "{answer}"
+    );
+
+    // Stopped: the port is closed.
+    server.stop();
+    let closed = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still accepting");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    closed.await.expect("joined");
+}
