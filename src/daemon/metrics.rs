@@ -21,10 +21,11 @@ use server::MetricsServer;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use hyper::body::Bytes;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,10 +41,10 @@ use crate::error::chain;
 use crate::mirror::job::{JobError, JobOutcome};
 use crate::store::state::{MirrorState, Timestamp, UpdateStatus};
 
-/// Upper bounds of the update duration buckets, in seconds: from a `file://` no-op (tens of
-/// milliseconds) to a first sync of a large repository (the 1 h default timeout). Few
+/// Upper bounds of the update duration buckets, in seconds: from a no-op or a small push
+/// (under a second) to a first sync of a large repository (the 1 h default timeout). Few
 /// buckets on purpose: each is one series per mirror, and a server has thousands.
-const DURATION_BUCKETS: [f64; 9] = [0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
+const DURATION_BUCKETS: [f64; 6] = [1.0, 5.0, 30.0, 120.0, 600.0, 3600.0];
 
 /// The label of every per-mirror series: the mirror's name, nothing else.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,9 +132,17 @@ fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-/// Every series the daemon exposes, and the registry that encodes them.
+/// Every series the daemon exposes, and the registries that encode them: the per-mirror
+/// families in one, whose text is kept until one of them changes (a scrape of an idle
+/// daemon with 10,000 mirrors then costs a copy of a reference, not an encoding of 150,000
+/// samples), and the daemon-wide series in the other, encoded at every scrape.
 pub(super) struct Metrics {
-    registry: Registry,
+    per_mirror: Registry,
+    daemon_wide: Registry,
+    /// Bumped by every change of a per-mirror series.
+    generation: AtomicU64,
+    /// The per-mirror text of the generation it was encoded at.
+    per_mirror_text: Mutex<Option<(u64, Bytes)>>,
     updates: Family<UpdateLabels, Counter>,
     duration: Family<MirrorLabels, Histogram, fn() -> Histogram>,
     last_success: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
@@ -151,7 +160,10 @@ pub(super) struct Metrics {
 impl Metrics {
     pub(super) fn new() -> Metrics {
         let metrics = Metrics {
-            registry: Registry::default(),
+            per_mirror: Registry::default(),
+            daemon_wide: Registry::default(),
+            generation: AtomicU64::new(0),
+            per_mirror_text: Mutex::new(None),
             updates: Family::default(),
             duration: Family::new_with_constructor(|| {
                 Histogram::new(DURATION_BUCKETS.iter().copied())
@@ -171,7 +183,7 @@ impl Metrics {
     /// Registers every family under its exposed name (counters get `_total` from the
     /// library).
     fn register(mut self) -> Metrics {
-        let r = &mut self.registry;
+        let r = &mut self.per_mirror;
         r.register(
             "pushmirror_updates",
             "Updates of each mirror by how they ended: finished, failed (after the retries, \
@@ -199,6 +211,7 @@ impl Metrics {
             "Bytes of LFS objects uploaded to each mirror's LFS server",
             self.lfs_uploaded.clone(),
         );
+        let r = &mut self.daemon_wide;
         r.register(
             "pushmirror_notifications",
             "Push notifications the daemon took in (from the hook, or from its spool)",
@@ -225,6 +238,7 @@ impl Metrics {
     /// Makes the series of a mirror the daemon starts tracking, from its stored state, so
     /// that a restart keeps its last success and whether it is failing.
     pub(super) fn track(&self, name: &MirrorName, state: &MirrorState) {
+        self.changed();
         let labels = labels(name);
         for outcome in Outcome::ALL {
             drop(self.updates.get_or_create(&UpdateLabels {
@@ -246,6 +260,7 @@ impl Metrics {
 
     /// Drops every series and the lag of a mirror removed from the configuration.
     pub(super) fn forget(&self, name: &MirrorName) {
+        self.changed();
         let labels = labels(name);
         for outcome in Outcome::ALL {
             self.updates.remove(&UpdateLabels {
@@ -286,6 +301,7 @@ impl Metrics {
 
     /// Records the end of an update of `name`.
     pub(super) fn update_ended(&self, name: &MirrorName, outcome: &Result<JobOutcome, JobError>) {
+        self.changed();
         let labels = labels(name);
         let ended = match outcome {
             Ok(JobOutcome::Ran { state, .. }) => {
@@ -343,21 +359,49 @@ impl Metrics {
     /// Adds `bytes` of LFS objects uploaded to `name`'s LFS server.
     #[allow(dead_code)] // called by the LFS upload once it lands on the same branch
     pub(super) fn record_lfs_upload(&self, name: &MirrorName, bytes: u64) {
+        self.changed();
         self.lfs_uploaded.get_or_create(&labels(name)).inc_by(bytes);
     }
 
-    /// Returns the whole registry in the Prometheus text format, with the loop's `counts`
-    /// (none: the loop did not answer, and the last counts stay) and the lag as of `now`.
-    pub(super) fn encode(&self, counts: Option<LoopCounts>, now: SystemTime) -> String {
+    /// Marks the per-mirror text out of date. Called before the change: an encoding that
+    /// overlaps the change is then either newer than the mark or encoded again next time.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Returns every series in the Prometheus text format, with the loop's `counts` (none:
+    /// the loop did not answer, and the last counts stay) and the lag as of `now`: the
+    /// per-mirror part (encoded again only if it changed since the last time) and the
+    /// daemon-wide part.
+    pub(super) fn encode(&self, counts: Option<LoopCounts>, now: SystemTime) -> Bytes {
         if let Some(counts) = counts {
             self.pending.set(gauge_value(counts.pending));
             self.running.set(gauge_value(counts.running));
         }
         self.oldest_pending.set(self.oldest_pending_seconds(now));
-        let mut text = String::new();
-        // Writing into a String cannot fail; an encoding error would be the library's bug,
-        // and leaves what was written so far.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        let per_mirror = self.per_mirror_text();
+        let daemon_wide = text_of(&self.daemon_wide);
+        // One copy (a few milliseconds for 10,000 mirrors) buys a body of one buffer.
+        let mut body = Vec::with_capacity(per_mirror.len() + daemon_wide.len());
+        body.extend_from_slice(&per_mirror);
+        body.extend_from_slice(daemon_wide.as_bytes());
+        Bytes::from(body)
+    }
+
+    /// Returns the per-mirror text, from the last encoding if nothing changed since.
+    fn per_mirror_text(&self) -> Bytes {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut cached = self
+            .per_mirror_text
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((at, text)) = cached.as_ref()
+            && *at == generation
+        {
+            return text.clone();
+        }
+        let text = Bytes::from(text_of(&self.per_mirror));
+        *cached = Some((generation, text.clone()));
         text
     }
 
@@ -382,6 +426,15 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Returns `registry` in the Prometheus text format.
+fn text_of(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail; an encoding error would be the library's bug, and
+    // leaves what was written so far.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, registry);
+    text
 }
 
 fn labels(name: &MirrorName) -> MirrorLabels {

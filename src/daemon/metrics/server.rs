@@ -204,7 +204,7 @@ async fn answer(shared: &Shared, request: &Request<Incoming>) -> Response<Full<B
             tokio::task::spawn_blocking(move || metrics.encode(counts, SystemTime::now())).await;
         match encoded {
             Ok(text) => {
-                let mut response = Response::new(Full::new(Bytes::from(text)));
+                let mut response = Response::new(Full::new(text));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(

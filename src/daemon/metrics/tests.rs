@@ -22,6 +22,11 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// The encoded text of `metrics`.
+fn encode(metrics: &Metrics, counts: Option<LoopCounts>, now: SystemTime) -> String {
+    String::from_utf8(metrics.encode(counts, now).to_vec()).expect("UTF-8")
+}
+
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
@@ -59,7 +64,9 @@ fn a_tracked_mirror_has_its_series_from_its_state() {
     };
     metrics.track(&name("a"), &state);
     metrics.track(&name("b"), &MirrorState::default());
-    let text = metrics.encode(None, at(1_700_000_100));
+    let text = encode(&metrics, None, at(1_700_000_100));
+    // Unchanged since: the same text again.
+    assert_eq!(encode(&metrics, None, at(1_700_000_100)), text);
     for outcome in ["finished", "failed", "retry"] {
         let series = format!("pushmirror_updates_total{{mirror=\"a\",outcome=\"{outcome}\"}}");
         assert_eq!(sample(&text, &series), Some(0.0), "{text}");
@@ -117,7 +124,7 @@ fn update_ends_count_by_outcome_and_the_failing_gauge_follows_the_streak() {
     metrics.track(&m, &MirrorState::default());
     let failing = |metrics: &Metrics| {
         sample(
-            &metrics.encode(None, at(0)),
+            &encode(metrics, None, at(0)),
             "pushmirror_mirror_failing{mirror=\"m\"}",
         )
     };
@@ -131,7 +138,7 @@ fn update_ends_count_by_outcome_and_the_failing_gauge_follows_the_streak() {
     metrics.update_ended(&m, &Ok(ran(UpdateStatus::Finished, 20)));
     assert_eq!(failing(&metrics), Some(0.0));
 
-    let text = metrics.encode(None, at(0));
+    let text = encode(&metrics, None, at(0));
     let count = |outcome: &str| {
         sample(
             &text,
@@ -179,7 +186,7 @@ fn the_lag_is_the_oldest_push_no_successful_update_covered() {
     let (a, b) = (name("a"), name("b"));
     let lag = |metrics: &Metrics, now: u64| {
         sample(
-            &metrics.encode(None, at(now)),
+            &encode(metrics, None, at(now)),
             "pushmirror_oldest_pending_seconds",
         )
         .expect("always present")
@@ -220,7 +227,8 @@ fn a_removed_mirror_has_no_series_left_and_counts_come_from_the_loop() {
     metrics.record_lfs_upload(&keep, 7);
     metrics.notifications(3);
     metrics.forget(&gone);
-    let text = metrics.encode(
+    let text = encode(
+        &metrics,
         Some(LoopCounts {
             pending: 4,
             running: 2,
@@ -239,7 +247,7 @@ fn a_removed_mirror_has_no_series_left_and_counts_come_from_the_loop() {
     assert_eq!(sample(&text, "pushmirror_mirrors_pending"), Some(4.0));
     assert_eq!(sample(&text, "pushmirror_updates_running"), Some(2.0));
     // Without an answer from the loop, the last counts stay.
-    let text = metrics.encode(None, at(0));
+    let text = encode(&metrics, None, at(0));
     assert_eq!(sample(&text, "pushmirror_mirrors_pending"), Some(4.0));
 }
 
