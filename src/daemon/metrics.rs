@@ -5,7 +5,8 @@
 //! so that the format is the library's business, not ours. The loop records as things happen
 //! (an update ended, a push was marked, a mirror was removed); a scrape never runs on the
 //! loop: it asks the loop for two counts through a channel ([`Probe`], answered in
-//! microseconds from the loop's own table) and encodes the registry on a blocking thread.
+//! microseconds from the loop's own table) and encodes on a blocking thread, the per-mirror
+//! families only when one of them changed since the last scrape.
 //! The registry's families are read-locked while one is encoded; the loop only takes their
 //! write lock to add or remove a mirror's series (at start, at reload, and for a mirror whose
 //! series were never made), so a scrape of 10,000 mirrors never holds up an update's end.
