@@ -28,7 +28,8 @@ run changes nothing.
 4. Idle daemon with 10,000 mirrors (100 repositories x 100 mirrors, each to its own file://
    downstream that already holds the same refs: the downstreams are hard-linked copies of
    the upstream). First start (10,000 first syncs, each an ls-remote that finds nothing to
-   push), stop, then the measured second start.
+   push), stop, then the measured second start, with `metrics_listen` set: the daemon's
+   `GET /metrics` for 10,000 mirrors' series is timed there too (issue 10).
 5. Fleet (issue 11): one [[mirror_template]] over 10,000 bare repositories (100 directories x
    100, each with the pushmirror hook, each to its own file:// downstream holding the same
    refs). First start (10,000 first syncs), stop, then the measured second start: the walk,
@@ -73,6 +74,7 @@ TARGET_STATUS_S = 1
 # Fleet (issue 11, point 6): a template over 10,000 repositories.
 TARGET_TEMPLATE_START_S = 2
 TARGET_TEMPLATE_RSS_MIB = 150
+TARGET_SCRAPE_MS = 100
 
 
 class BenchError(Exception):
@@ -747,7 +749,11 @@ def bench_idle(b, args):
             n = r * args.big_per_repo + k
             down = copy_repo(tpl, base / "down" / f"m{n:05d}.git", link=True)
             mirrors.append({"name": f"m{n:05d}", "repo": str(up), "url": f"file://{down}"})
-    cfg = write_config(base / "pushmirror.toml", mirrors)
+    # Metrics on a port free now (the daemon fails to start, loudly, if another took it).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_addr = f"127.0.0.1:{probe.getsockname()[1]}"
+    cfg = write_config(base / "pushmirror.toml", mirrors, extra_daemon=f'metrics_listen = "{metrics_addr}"')
     b.git(f"--git-dir={base / 'down' / 'm00000.git'}", "rev-parse", "--verify", "refs/heads/main")
     log(f"   fixture: {total} downstreams in {time.perf_counter() - t0:.1f} s")
 
@@ -810,6 +816,7 @@ def bench_idle(b, args):
         notify_times.append(time.perf_counter() - started)
         if result.returncode != 0 or result.stderr:
             raise BenchError(f"notify with the large configuration: {result.stderr!r}")
+    scrape = scrape_metrics(metrics_addr, args.scrape_runs, daemon)
     mem_after = daemon.memory()
     history_after = sum(len(m["history"]) for m in daemon.status())
     problems = daemon.problems()
@@ -836,10 +843,43 @@ def bench_idle(b, args):
         "config_mib": cfg.stat().st_size / 1024 / 1024,
         "notify": summary(notify_times),
         "table_s": table_s,
+        "scrape": scrape,
         "updates_on_second_start": history_after - history_before,
         "changed_logged": "local refs changed" in log_text,
         "problems": problems,
         "stop_s": stop_s,
+    }
+
+
+def scrape_metrics(addr, runs, daemon):
+    """Times `GET /metrics` (whole body read) and `GET /healthz`, each `runs` times, on one
+    fresh connection each, as Prometheus' scraper does between its keep-alive timeouts."""
+    import http.client
+
+    def get(path):
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection(addr, timeout=30)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        if response.status != 200:
+            raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
+        return time.perf_counter() - started, body
+
+    get("/metrics")  # the first one makes the buffers; measured: the steady state
+    times, body = [], b""
+    for _ in range(runs):
+        daemon.alive()
+        elapsed, body = get("/metrics")
+        times.append(elapsed)
+    health = [get("/healthz")[0] for _ in range(runs)]
+    lines = body.decode().splitlines()
+    return {
+        "metrics": summary(times),
+        "healthz": summary(health),
+        "mib": len(body) / 1024 / 1024,
+        "samples": sum(1 for line in lines if line and not line.startswith("#")),
     }
 
 
@@ -1012,6 +1052,13 @@ def results_rows(r):
             f"< {TARGET_STATUS_S} s",
             verdict(i["status"]["median"] < TARGET_STATUS_S),
         ))
+        s = i["scrape"]
+        rows.append((
+            f"{i['mirrors']} mirrors: `GET /metrics` wall time",
+            f"{ms(s['metrics']['median']):.0f} ms median of {s['metrics']['n']} ({ms(s['metrics']['max']):.0f} ms max)",
+            f"< {TARGET_SCRAPE_MS} ms",
+            verdict(ms(s["metrics"]["median"]) < TARGET_SCRAPE_MS),
+        ))
     if "template" in r:
         t = r["template"]
         rows.append((
@@ -1144,6 +1191,13 @@ def report(info, r, args, total_s):
             f"The hook (`notify`, repository without mirrors) with this {i['config_mib']:.1f} MiB configuration: "
             f"{ms(i['notify']['median']):.1f} ms median, {ms(i['notify']['p90']):.1f} ms p90"
             + (f" (vs {ms(r['hook']['notify']['unmirrored']['median']):.1f} ms with the two-mirror configuration above)." if "hook" in r else "."),
+            "",
+            f"Metrics of the {i['mirrors']} mirrors: `GET /metrics` {ms(i['scrape']['metrics']['median']):.0f} ms median "
+            f"(p90 {ms(i['scrape']['metrics']['p90']):.0f}, min {ms(i['scrape']['metrics']['min']):.0f}, "
+            f"max {ms(i['scrape']['metrics']['max']):.0f}; {i['scrape']['metrics']['n']} scrapes, each on a new connection, "
+            f"body read whole) for {i['scrape']['mib']:.1f} MiB, {i['scrape']['samples']} samples; `GET /healthz` "
+            f"{ms(i['scrape']['healthz']['median']):.1f} ms median. RSS {i['rss_after_status_kib'] / 1024:.1f} MiB after "
+            f"the `status` calls and the scrapes.",
         ]
     if "template" in r:
         t = r["template"]
@@ -1211,6 +1265,7 @@ def main():
     parser.add_argument("--template-per-group", type=int, default=100)
     parser.add_argument("--template-disabled", action="store_true",
                         help="part 5 with the template's mirrors disabled: no first start of 10,000 first syncs")
+    parser.add_argument("--scrape-runs", type=int, default=10, help="timed GET /metrics (4)")
     parser.add_argument("--only", choices=("hook", "burst", "idle", "template"), action="append",
                         help="run only these parts (repeatable)")
     args = parser.parse_args()

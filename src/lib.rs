@@ -7,9 +7,9 @@
 //!
 //! **The daemon** (`pushmirror daemon`), long-running:
 //! - [`daemon`]: run and shutdown, one module per request or event handler, start-up resume,
-//!   the scheduler (pure) and its driver, the control socket (bind, serve, peer checks), and
-//!   provisioning of the demonstration repositories; silent mode and pause, and the alerts
-//!   task that announces failure streaks.
+//!   the scheduler (pure) and its driver, the control socket (bind, serve, peer checks),
+//!   provisioning of the demonstration repositories, silent mode and pause, the alerts
+//!   task that announces failure streaks, and Prometheus metrics over HTTP.
 //!
 //! **git's hook process** (`pushmirror notify`, run by `post-receive`), short and never failing:
 //! - [`hook`]: the notification, with its spool fallback, and the installation of the hook.

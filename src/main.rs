@@ -184,6 +184,8 @@ fn run(command: Command, path: &Path) -> u8 {
                 match e {
                     // As a configuration error: the socket is taken or cannot be made.
                     daemon::DaemonError::Bind(_) => cli::EXIT_USAGE,
+                    // The same for the metrics port (`metrics_listen`).
+                    daemon::DaemonError::Metrics(_) => cli::EXIT_USAGE,
                     _ => cli::EXIT_FAILED,
                 }
             }

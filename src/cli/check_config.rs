@@ -94,7 +94,8 @@ mod tests {
             err,
             "error: CONFIG:2:23: `max_parallel_pushes` must be from 1 to 1024, not 0\n\
              error: CONFIG:3:1: unknown key `bogus`, expected one of `state_dir`, `socket`, \
-             `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`\n"
+             `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`, \
+             `metrics_listen`\n"
         );
     }
 

@@ -99,6 +99,11 @@ pub struct DaemonConfig {
     /// syncs are recorded; no update runs (no git process talks to a remote) until it is
     /// turned off, by a reload or a restart. Default false.
     pub silent: bool,
+    // Metrics (issue 10).
+    /// `metrics_listen`: where the daemon serves `GET /metrics` and `GET /healthz` over HTTP;
+    /// none (the default) serves nothing. An IP address and port, so that what is bound
+    /// never depends on name resolution.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,6 +60,9 @@ pub(super) struct RawDaemon {
     // Operations: silent mode.
     /// Default false: silent mode records everything and pushes nothing.
     pub silent: Option<bool>,
+    // Metrics (issue 10).
+    /// `"address:port"` of the Prometheus listener; off when absent.
+    pub metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

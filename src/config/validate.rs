@@ -557,6 +557,10 @@ impl<'a> Checker<'a> {
                 &MAX_PARALLEL_PUSHES,
             )
             .map_or(DEFAULT_MAX_PARALLEL_PUSHES, |max| max.value);
+        let metrics_listen = raw
+            .metrics_listen
+            .as_ref()
+            .and_then(|listen| self.metrics_listen(listen));
         DaemonConfig {
             state_dir,
             socket,
@@ -571,6 +575,25 @@ impl<'a> Checker<'a> {
                 Some(RawGitConfig::Isolated) | None => GitConfigPolicy::Isolated,
             },
             silent: raw.silent.unwrap_or(false),
+            metrics_listen,
+        }
+    }
+
+    /// Validates `metrics_listen`: an IP address and a port (`127.0.0.1:9479`, `[::1]:9479`).
+    fn metrics_listen(&mut self, listen: &Spanned<String>) -> Option<std::net::SocketAddr> {
+        match listen.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    &listen.span(),
+                    format!(
+                        "`metrics_listen` must be an IP address and a port, such as \
+                         \"127.0.0.1:9479\" or \"[::1]:9479\", not {:?}",
+                        listen.get_ref()
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -1455,8 +1478,14 @@ mod tests {
         assert_eq!(config.daemon.max_parallel_pushes, 16);
         assert_eq!(config.daemon.log_format, LogFormat::Json);
         assert_eq!(config.daemon.git_config, GitConfigPolicy::Inherit);
-        let config = valid("[daemon]\nsocket = \"/run/pm.sock\"\n");
+        assert_eq!(config.daemon.metrics_listen, None);
+        let config =
+            valid("[daemon]\nsocket = \"/run/pm.sock\"\nmetrics_listen = \"[::1]:9479\"\n");
         assert_eq!(config.daemon.socket, Path::new("/run/pm.sock"));
+        assert_eq!(
+            config.daemon.metrics_listen,
+            Some("[::1]:9479".parse().expect("an address"))
+        );
         assert!(config.mirrors.is_empty());
     }
 
@@ -1600,7 +1629,8 @@ mod tests {
                 "c.toml:1:1: unknown key `colour`, expected one of `daemon`, `defaults`, \
                  `mirror`, `mirror_template`, `alerts`",
                 "c.toml:3:1: unknown key `state`, expected one of `state_dir`, `socket`, \
-                 `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`",
+                 `socket_group`, `max_parallel_pushes`, `log_format`, `git_config`, `silent`, \
+                 `metrics_listen`",
                 "c.toml:5:1: unknown key `delays`, expected one of `enabled`, \
                  `only_protected_branches`, `protected_branches`, `mirror_branch_regex`, \
                  `keep_divergent_refs`, `prune`, `username`, `password_file`, \

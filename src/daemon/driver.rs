@@ -192,6 +192,7 @@ impl Daemon {
         let Some(tracked) = self.mirrors.get_mut(&name) else {
             return; // removed by a reload meanwhile
         };
+        self.exporter.metrics.update_ended(&name, &outcome);
         let now = Instant::now();
         let due = tracked.schedule.end(now, ended);
         if result.update_status == SyncStatus::ToRetry {

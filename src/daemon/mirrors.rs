@@ -83,6 +83,7 @@ impl Daemon {
                     if !mirror.enabled {
                         // Disabled: what waited is dropped now (a running update ends).
                         old.schedule.cancel();
+                        self.exporter.metrics.nothing_pending(&mirror.name);
                     }
                     old.mirror = mirror.clone();
                     old
@@ -97,6 +98,7 @@ impl Daemon {
         }
         for (name, dropped) in self.mirrors.drain() {
             info!(mirror = %name, "mirror removed from the configuration");
+            self.exporter.metrics.forget(&name);
             dropped.tell_removed(&name);
         }
         self.mirrors = mirrors;

@@ -19,7 +19,10 @@
 //! - [`scheduler`]: the pure per-mirror state machine they all drive;
 //! - [`control`]: the socket (bound before the runtime starts, then served) and its peer
 //!   checks; [`provision`]: the demonstration repositories of `create = true` mirrors;
-//!   `systemd`: the `READY=1` and watchdog messages of a `Type=notify` unit.
+//!   `systemd`: the `READY=1` and watchdog messages of a `Type=notify` unit;
+//! - `metrics`: the Prometheus series the loop records and the `metrics_listen` HTTP
+//!   listener (`/metrics`, `/healthz`), which asks the loop through a channel, never
+//!   running on it.
 //!
 //! Invariants: a notification is answered only once the queue has it on disk; at most one job
 //! per mirror is in flight; a mirror that was pending, running or retrying when the daemon
@@ -30,6 +33,7 @@ mod alerts;
 pub mod control;
 mod driver;
 mod handlers;
+mod metrics;
 mod mirrors;
 pub mod provision;
 mod resume;
@@ -80,6 +84,8 @@ pub enum DaemonError {
     Bind(#[from] control::ControlError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] metrics::ListenError),
 }
 
 /// Events from tasks the loop spawned.
@@ -123,6 +129,9 @@ struct Daemon {
     // Operations: alerts.
     /// The alerts task: told how each update ended, it announces streaks beside the loop.
     alerts: alerts::Alerts,
+    // Metrics (issue 10).
+    /// The series the loop records, and the `metrics_listen` listener serving them.
+    exporter: metrics::Exporter,
 }
 
 /// Runs `pushmirror daemon` on `config` until SIGTERM or SIGINT.
@@ -166,6 +175,8 @@ pub(crate) async fn run_with(
 
     let (mut daemon, pending, mut event_rx) = Daemon::open(config, updater)?;
     let config = daemon.config.clone();
+    let mut probes = daemon.exporter.take_probes();
+    daemon.exporter.listen(config.daemon.metrics_listen)?;
     daemon.install_mirrors(&config);
     daemon.resume(pending).await;
     // Fleet: a mirror whose repository has no hook silently stops; say so at every start.
@@ -219,6 +230,7 @@ pub(crate) async fn run_with(
             () = &mut shutdown => break,
             Some(event) = event_rx.recv() => daemon.on_event(event),
             Some(incoming) = requests.recv() => daemon.handle(incoming),
+            Some(probe) = probes.recv() => daemon.answer_probe(probe),
             _ = hangup.recv() => daemon.on_hangup(),
             _ = user1.recv() => daemon.on_user1(),
             () = sleep_until_opt(next) => {}
@@ -232,6 +244,7 @@ pub(crate) async fn run_with(
 
     info!(running = daemon.running, "shutting down");
     stop_accepting.cancel();
+    daemon.exporter.stop();
     let _ = server.await;
     daemon.drain(&mut event_rx).await;
     daemon.queue.compact(daemon.pending()).await?;
@@ -276,6 +289,7 @@ impl Daemon {
             paused_store,
             paused_generation: 0,
             alerts,
+            exporter: metrics::Exporter::new(),
         };
         Ok((daemon, pending, event_rx))
     }

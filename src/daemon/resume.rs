@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -69,6 +70,7 @@ impl Daemon {
                 return false;
             }
         };
+        self.exporter.metrics.track(name, &state);
         let cut_short = matches!(
             state.update_status,
             UpdateStatus::Started | UpdateStatus::Scheduled
@@ -102,6 +104,10 @@ impl Daemon {
         tracked.next_trigger = Trigger::Startup;
         let due = tracked.schedule.force(now);
         self.schedule_at(name.clone(), due);
+        // What was pushed before the stop counts as waiting since the start.
+        self.exporter
+            .metrics
+            .unmirrored(name, SystemTime::now(), false);
         true
     }
 
@@ -140,6 +146,10 @@ impl Daemon {
                 .is_some_and(|t| !t.schedule.is_pending())
             {
                 self.force(&name, Trigger::Startup, None);
+                // Pushed while no daemon watched: waiting since the scan found it, at least.
+                self.exporter
+                    .metrics
+                    .unmirrored(&name, SystemTime::now(), false);
             }
         }
     }
@@ -151,6 +161,7 @@ impl Daemon {
         if spooled.is_empty() {
             return;
         }
+        self.exporter.metrics.notifications(spooled.len());
         let mut names = BTreeSet::new();
         for item in &spooled {
             // Fleet: a spooled push to a repository created since the load, too.

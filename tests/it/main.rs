@@ -10,6 +10,7 @@ mod hook;
 mod lfs;
 mod ops;
 mod plan;
+mod metrics;
 mod servers;
 mod socket;
 mod ssh;

@@ -2,6 +2,8 @@
 //! mirrors on disk; they are marked for an update only after that, so that an update's git
 //! processes do not compete with the hook.
 
+use std::time::SystemTime;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::info;
@@ -22,6 +24,7 @@ impl Daemon {
     ) {
         // Fleet: a repository created after the load gets its templated mirrors first.
         self.adopt_new_repository(&notification.repo);
+        self.exporter.metrics.notifications(1);
         let names = self.matching_mirrors(&notification);
         // One line per push taken in, so an operator can tell "the hook never called" from
         // "the daemon ignored it". With `all_refs`, `refs` counts only the sample sent.
@@ -68,13 +71,19 @@ impl Daemon {
     /// will see the push.
     pub(in crate::daemon) fn mark_notified(&mut self, names: Vec<MirrorName>) {
         let now = Instant::now();
+        let wall_now = SystemTime::now();
         for name in names {
             let Some(tracked) = self.mirrors.get_mut(&name) else {
                 continue;
             };
             if tracked.dispatched_unread() {
+                self.exporter.metrics.unmirrored(&name, wall_now, false);
                 continue;
             }
+            let after_read = matches!(tracked.schedule.phase, Phase::Running { .. });
+            self.exporter
+                .metrics
+                .unmirrored(&name, wall_now, after_read);
             if !matches!(tracked.schedule.phase, Phase::Waiting { .. }) {
                 tracked.next_trigger = Trigger::Push;
             }

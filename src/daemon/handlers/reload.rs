@@ -37,6 +37,7 @@ impl Daemon {
             warn!("state_dir and socket changes take effect at the next daemon start");
         }
         self.resize_permits(config.daemon.max_parallel_pushes);
+        self.exporter.reconfigure(config.daemon.metrics_listen);
         let known: BTreeSet<MirrorName> = self.mirrors.keys().cloned().collect();
         let watched: BTreeSet<MirrorName> = self
             .mirrors
