@@ -306,6 +306,10 @@ impl Metrics {
         let labels = labels(name);
         let ended = match outcome {
             Ok(JobOutcome::Ran { state, .. }) => {
+                // The state holds what this update uploaded (the job records it each time).
+                if state.lfs_bytes_uploaded > 0 {
+                    self.record_lfs_upload(name, state.lfs_bytes_uploaded);
+                }
                 if let Some(last) = state.history.back() {
                     self.duration
                         .get_or_create(&labels)
@@ -358,7 +362,6 @@ impl Metrics {
     }
 
     /// Adds `bytes` of LFS objects uploaded to `name`'s LFS server.
-    #[allow(dead_code)] // called by the LFS upload once it lands on the same branch
     pub(super) fn record_lfs_upload(&self, name: &MirrorName, bytes: u64) {
         self.changed();
         self.lfs_uploaded.get_or_create(&labels(name)).inc_by(bytes);

@@ -16,8 +16,8 @@ use crate::support::lfs::{
     DulwichLfs, Giftless, GiftlessAuth, LfsSource, ThrottlingFront, object_bytes, oid_of,
 };
 use crate::support::{
-    Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, ask, processes_with_arg,
-    wait_until,
+    Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, ask, free_port,
+    processes_with_arg, wait_until,
 };
 use pushmirror::protocol::{Request, Response};
 
@@ -334,16 +334,18 @@ fn a_failing_lfs_server_moves_no_ref_and_the_daemon_s_retry_succeeds() {
         &format!(":{}/", lfs_port(&lfs)),
         &format!(":{}/", proxy.port()),
     );
-    // delay 0s: a transient failure is retried after the backoff's floor, 1 s.
-    write_config(
-        &env,
-        &mirror_toml(
+    // delay 0s: a transient failure is retried after the backoff's floor, 1 s. Metrics on,
+    // to see the uploaded bytes counted.
+    let metrics = format!("127.0.0.1:{}", free_port());
+    env.write_config(&format!(
+        "[daemon]\nstate_dir = \"state\"\nmetrics_listen = \"{metrics}\"\n\n{}",
+        mirror_toml(
             "m",
             &src.bare,
             &file_url(&down),
             &format!("lfs_url = \"{url}\"\ndelay = \"0s\"\nretries = 100"),
-        ),
-    );
+        )
+    ));
     // The LFS server resets every connection: the update fails before any ref moves.
     proxy.set(Fault::Refuse);
     let daemon = env.spawn_pushmirror(&["daemon"]);
@@ -385,7 +387,14 @@ fn a_failing_lfs_server_moves_no_ref_and_the_daemon_s_retry_succeeds() {
     });
     assert_eq!(lfs.stored(), vec![oid_of(&env, &a)]);
     assert_eq!(mirrored_refs(&env, &down), mirrored_refs(&env, &src.bare));
-    assert_eq!(lfs_status(&status(&env, "m")).0, 1);
+    let (objects, bytes, _) = lfs_status(&status(&env, "m"));
+    assert_eq!((objects, bytes), (1, a.len() as u64));
+    let text = crate::metrics::scrape(&metrics);
+    assert_eq!(
+        crate::metrics::value(&text, "pushmirror_lfs_uploaded_bytes_total{mirror=\"m\"}"),
+        Some(a.len() as f64),
+        "{text}"
+    );
 }
 
 fn lfs_port(lfs: &Giftless) -> u16 {

@@ -50,7 +50,7 @@ fn get(addr: &str, path: &str) -> Result<Answer, String> {
 }
 
 /// Returns the text of `GET /metrics`, checking status and content type.
-fn scrape(addr: &str) -> String {
+pub fn scrape(addr: &str) -> String {
     let answer = get(addr, "/metrics").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
@@ -61,7 +61,7 @@ fn scrape(addr: &str) -> String {
 }
 
 /// Returns the value of sample `series` (its name and labels as the daemon writes them).
-fn value(text: &str, series: &str) -> Option<f64> {
+pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let (key, value) = line.rsplit_once(' ')?;
         (key == series).then(|| value.parse().expect("a number"))
