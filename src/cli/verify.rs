@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::contact::{self, Contact};
 use super::plan::{fetch, ref_line};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
-use crate::protocol::{MirrorPlan, PlanAction, PlannedRef, SyncTarget};
+use crate::protocol::{MirrorPlan, PlannedRef, SyncTarget};
 
 /// One mirror in `verify --json`.
 #[derive(Debug, Serialize)]
@@ -32,11 +32,6 @@ struct Verified<'a> {
 #[derive(Debug, Serialize)]
 struct VerifyDocument<'a> {
     mirrors: Vec<Verified<'a>>,
-}
-
-/// Returns true for a ref whose remote value differs from what the mirror should hold.
-fn differs(r: &PlannedRef) -> bool {
-    r.action.changes_remote() || r.action == PlanAction::Diverged
 }
 
 /// Verifies the mirrors of `target`; returns the exit code. `quiet` prints only the mirrors
@@ -75,7 +70,7 @@ pub async fn run(
 }
 
 fn verified(plan: &MirrorPlan) -> Verified<'_> {
-    let differences: Vec<&PlannedRef> = plan.refs.iter().filter(|r| differs(r)).collect();
+    let differences: Vec<&PlannedRef> = plan.refs.iter().filter(|r| r.differs()).collect();
     Verified {
         name: &plan.name,
         url: &plan.url,
@@ -114,7 +109,7 @@ fn print_verified(plan: &MirrorPlan, v: &Verified<'_>, quiet: bool, out: &mut dy
 fn exit_code(plans: &[MirrorPlan]) -> u8 {
     if plans.iter().any(|p| p.error.is_some()) {
         EXIT_USAGE
-    } else if plans.iter().any(|p| p.refs.iter().any(differs)) {
+    } else if plans.iter().any(|p| p.refs.iter().any(PlannedRef::differs)) {
         EXIT_FAILED
     } else {
         EXIT_OK

@@ -149,6 +149,8 @@ pub(super) struct Metrics {
     last_success: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
     failing: Family<MirrorLabels, Gauge>,
     lfs_uploaded: Family<MirrorLabels, Counter>,
+    drift_refs: Family<MirrorLabels, Gauge>,
+    drift_checked: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
     notifications: Counter,
     pending: Gauge,
     running: Gauge,
@@ -172,6 +174,8 @@ impl Metrics {
             last_success: Family::default(),
             failing: Family::default(),
             lfs_uploaded: Family::default(),
+            drift_refs: Family::default(),
+            drift_checked: Family::default(),
             notifications: Counter::default(),
             pending: Gauge::default(),
             running: Gauge::default(),
@@ -211,6 +215,17 @@ impl Metrics {
             "pushmirror_lfs_uploaded_bytes",
             "Bytes of LFS objects uploaded to each mirror's LFS server",
             self.lfs_uploaded.clone(),
+        );
+        r.register(
+            "pushmirror_drift_refs",
+            "Refs whose remote value differs from what the mirror should hold, as the last \
+             plan or verify of the mirror read them; absent until one ran",
+            self.drift_refs.clone(),
+        );
+        r.register(
+            "pushmirror_drift_checked_timestamp_seconds",
+            "When the last plan or verify read the mirror's remote (Unix time)",
+            self.drift_checked.clone(),
         );
         let r = &mut self.daemon_wide;
         r.register(
@@ -273,6 +288,8 @@ impl Metrics {
         self.last_success.remove(&labels);
         self.failing.remove(&labels);
         self.lfs_uploaded.remove(&labels);
+        self.drift_refs.remove(&labels);
+        self.drift_checked.remove(&labels);
         self.lock_lag().mirrors.remove(name);
     }
 
@@ -365,6 +382,20 @@ impl Metrics {
     pub(super) fn record_lfs_upload(&self, name: &MirrorName, bytes: u64) {
         self.changed();
         self.lfs_uploaded.get_or_create(&labels(name)).inc_by(bytes);
+    }
+
+    /// Records what a plan or verify of `name` found at `at`: `differing` refs.
+    pub(super) fn drift(&self, name: &MirrorName, differing: usize, at: SystemTime) {
+        self.changed();
+        let labels = labels(name);
+        self.drift_refs
+            .get_or_create(&labels)
+            .set(i64::try_from(differing).unwrap_or(i64::MAX));
+        self.drift_checked.get_or_create(&labels).set(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+        );
     }
 
     /// Marks the per-mirror text out of date. Called before the change: an encoding that

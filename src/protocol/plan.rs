@@ -42,6 +42,15 @@ pub struct PlannedRef {
     pub held: bool,
 }
 
+impl PlannedRef {
+    /// Returns true if the remote's value differs from what the mirror should hold: the
+    /// update would change it, or it diverged (kept by `keep_divergent_refs`). What
+    /// `pushmirror verify` lists, and the daemon's drift metric counts.
+    pub fn differs(&self) -> bool {
+        self.action.changes_remote() || self.action == PlanAction::Diverged
+    }
+}
+
 /// What the next update would do to one ref (see `mirror::preview::Action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +105,14 @@ impl From<Action> for PlanAction {
 }
 
 impl MirrorPlan {
+    /// Returns how many refs differ ([`PlannedRef::differs`]), or `None` if the remote or
+    /// the local repository could not be read.
+    pub fn differing(&self) -> Option<usize> {
+        self.error
+            .is_none()
+            .then(|| self.refs.iter().filter(|r| r.differs()).count())
+    }
+
     /// Returns the wire form of `mirror`'s preview, or of the error that stopped it.
     pub fn from_preview(mirror: &Mirror, preview: Result<Preview, UpdateError>) -> MirrorPlan {
         let mut plan = MirrorPlan {

@@ -235,13 +235,27 @@ fn verify_finds_a_commit_pushed_to_the_downstream_until_the_next_sync() {
     let c1 = env.make_commit_on(&s.local, None, "c1");
     env.set_ref(&s.local, "refs/heads/main", &c1);
     env.set_ref(&s.local, "refs/tags/v1", &c1);
+    // With metrics on: verify's result is also the drift metric.
+    let metrics = format!("127.0.0.1:{}", crate::support::free_port());
     s.configure(&[("m", "")]);
+    let toml = fs::read_to_string(env.config_path()).expect("config");
+    env.write_config(&toml.replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_listen = \"{metrics}\"\n"),
+        1,
+    ));
+    let drift = || {
+        let text = crate::metrics::scrape(&metrics);
+        crate::metrics::value(&text, "pushmirror_drift_refs{mirror=\"m\"}")
+    };
     let daemon = s.start_daemon();
     env.pushmirror(&["sync", "m", "--wait"]).assert_success();
+    assert_eq!(drift(), None, "no verify has run yet");
 
     let out = env.pushmirror(&["verify", "m"]);
     out.assert_success();
     assert_eq!(out.stdout, "m: in sync (2 refs)\n", "{out}");
+    assert_eq!(drift(), Some(0.0));
     let quiet = env.pushmirror(&["verify", "--all", "--quiet"]);
     quiet.assert_success();
     assert_eq!(quiet.stdout, "");
@@ -272,11 +286,13 @@ fn verify_finds_a_commit_pushed_to_the_downstream_until_the_next_sync() {
         actions(&doc, 0, "differences"),
         map(&[("refs/heads/main", "force")])
     );
+    assert_eq!(drift(), Some(1.0));
 
     env.pushmirror(&["sync", "m", "--wait"]).assert_success();
     let out = env.pushmirror(&["verify", "m", "--json"]);
     out.assert_success();
     assert_eq!(json(&out)["mirrors"][0]["in_sync"], true, "{out}");
+    assert_eq!(drift(), Some(0.0));
     assert_eq!(
         env.rev_parse(&s.remote, "refs/heads/main"),
         c1,

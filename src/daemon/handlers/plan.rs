@@ -35,6 +35,7 @@ impl Daemon {
             .iter()
             .map(|m| self.held_reason(m.name.as_str()))
             .collect();
+        let metrics = self.exporter.metrics.clone();
         tokio::spawn(async move {
             let mut previews = JoinSet::new();
             for (index, mirror) in mirrors.iter().enumerate() {
@@ -69,7 +70,14 @@ impl Daemon {
                         MirrorPlan::from_preview(mirror, panicked)
                     })
                 })
-                .collect();
+                .collect::<Vec<MirrorPlan>>();
+            // The drift metric: what this plan (or `verify`) found, per mirror read.
+            let now = std::time::SystemTime::now();
+            for (plan, mirror) in plans.iter().zip(&mirrors) {
+                if let Some(differing) = plan.differing() {
+                    metrics.drift(&mirror.name, differing, now);
+                }
+            }
             let _ = reply.send(Response::Planned { mirrors: plans });
         });
     }
