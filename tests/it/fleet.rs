@@ -5,11 +5,10 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pushmirror::protocol::{Request, Response};
 use serde_json::Value;
 
 use crate::engine::status;
-use crate::support::{Background, TestEnv, ask, wait_until};
+use crate::support::{Background, TestEnv, wait_until};
 
 const SOON: Duration = Duration::from_secs(30);
 
@@ -63,15 +62,7 @@ impl Fleet {
     }
 
     fn start_daemon(&self) -> Background {
-        let daemon = self.env.spawn_pushmirror(&["daemon"]);
-        let socket = self.env.path("state/control.sock");
-        wait_until("the daemon answers a ping", SOON, || {
-            match ask(&socket, &Request::Ping) {
-                Ok(Response::Pong { .. }) => Ok(()),
-                other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
-            }
-        });
-        daemon
+        self.env.start_daemon()
     }
 
     /// Returns `status --json` of every mirror.

@@ -16,10 +16,9 @@ use crate::support::lfs::{
     DulwichLfs, Giftless, GiftlessAuth, LfsSource, ThrottlingFront, object_bytes, oid_of,
 };
 use crate::support::{
-    Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, ask, free_port,
-    processes_with_arg, wait_until,
+    Fault, FaultKind, FaultProxy, HttpServer, SshServer, TestEnv, free_port, processes_with_arg,
+    wait_until,
 };
-use pushmirror::protocol::{Request, Response};
 
 fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
@@ -348,14 +347,7 @@ fn a_failing_lfs_server_moves_no_ref_and_the_daemon_s_retry_succeeds() {
     ));
     // The LFS server resets every connection: the update fails before any ref moves.
     proxy.set(Fault::Refuse);
-    let daemon = env.spawn_pushmirror(&["daemon"]);
-    let socket = env.path("state/control.sock");
-    wait_until("the daemon answers a ping", SOON, || {
-        match ask(&socket, &Request::Ping) {
-            Ok(Response::Pong { .. }) => Ok(()),
-            other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
-        }
-    });
+    let daemon = env.start_daemon();
     env.pushmirror(&["sync", "m"]).assert_success();
     let s = wait_until("a failed LFS upload, to retry", SOON, || {
         let s = status(&env, "m");

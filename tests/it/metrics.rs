@@ -8,10 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use pushmirror::protocol::{Request, Response};
-
 use crate::engine::{mirror_toml, status};
-use crate::support::{Background, TestEnv, ask, closed_port, free_port, wait_until};
+use crate::support::{Background, TestEnv, closed_port, free_port, wait_until};
 
 /// Generous deadline for anything the daemon does "soon".
 const SOON: Duration = Duration::from_secs(30);
@@ -115,15 +113,7 @@ fn metrics_addr(daemon: &Background) -> String {
 
 /// Starts `pushmirror daemon` and waits until it answers on its socket.
 fn start_daemon(env: &TestEnv) -> Background {
-    let daemon = env.spawn_pushmirror(&["daemon"]);
-    let socket = env.path("state/control.sock");
-    wait_until("the daemon answers a ping", SOON, || {
-        match ask(&socket, &Request::Ping) {
-            Ok(Response::Pong { .. }) => Ok(()),
-            other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
-        }
-    });
-    daemon
+    env.start_daemon()
 }
 
 /// The path of `promtool` (Debian's `prometheus` package; `.ci/run` installs it):

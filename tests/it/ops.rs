@@ -7,12 +7,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pushmirror::protocol::{Request, Response};
 use serde_json::Value;
 
 use crate::engine::{mirror_toml, status};
 use crate::support::{
-    Background, GitDaemon, HangingServer, TestEnv, WebhookReceiver, ask, closed_port, wait_until,
+    Background, GitDaemon, HangingServer, TestEnv, WebhookReceiver, closed_port, wait_until,
 };
 
 /// Generous deadline for anything the daemon does "soon".
@@ -117,15 +116,7 @@ impl Held {
 }
 
 fn start_daemon(env: &TestEnv) -> Background {
-    let daemon = env.spawn_pushmirror(&["daemon"]);
-    let socket = env.path("state/control.sock");
-    wait_until("the daemon answers a ping", SOON, || {
-        match ask(&socket, &Request::Ping) {
-            Ok(Response::Pong { .. }) => Ok(()),
-            other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
-        }
-    });
-    daemon
+    env.start_daemon()
 }
 
 /// Waits until the daemon's log holds `needle`.

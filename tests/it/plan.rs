@@ -42,15 +42,7 @@ impl Setup {
     }
 
     fn start_daemon(&self) -> Background {
-        let daemon = self.env.spawn_pushmirror(&["daemon"]);
-        let socket = self.env.path("state/control.sock");
-        wait_until("the daemon answers a ping", SOON, || {
-            match ask(&socket, &Request::Ping) {
-                Ok(Response::Pong { .. }) => Ok(()),
-                other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
-            }
-        });
-        daemon
+        self.env.start_daemon()
     }
 
     /// Copies local objects to the remote and points its `refname` at `oid` there.

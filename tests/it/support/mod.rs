@@ -348,6 +348,22 @@ impl TestEnv {
         Background::spawn("pushmirror", &mut self.pushmirror_command(args), &log)
     }
 
+    /// Starts `pushmirror daemon` on a configuration whose `state_dir` is `state`, and waits
+    /// (30 s at most) until it answers a ping on its socket there.
+    pub fn start_daemon(&self) -> Background {
+        let daemon = self.spawn_pushmirror(&["daemon"]);
+        let socket = self.path("state/control.sock");
+        wait_until(
+            "the daemon answers a ping",
+            Duration::from_secs(30),
+            || match ask(&socket, &pushmirror::protocol::Request::Ping) {
+                Ok(pushmirror::protocol::Response::Pong { .. }) => Ok(()),
+                other => Err(format!("{other:?}\n--- daemon log ---\n{}", daemon.log())),
+            },
+        );
+        daemon
+    }
+
     /// Makes a bare repository at `name` (relative to the root) with default branch `main`.
     pub fn bare_repo(&self, name: impl AsRef<Path>) -> PathBuf {
         let path = self.path(name);
