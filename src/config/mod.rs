@@ -226,7 +226,7 @@ pub struct Mirror {
     pub retries: u32,
     /// Longest an update may run (1s to 7d); `None` means 1h, or 3h for a first sync.
     pub timeout: Option<Duration>,
-    /// Most refs in one `git push` (default 10000, 1 to 1,000,000); more are split into
+    /// Most refs in one `git push` (default 100000, 1 to 1,000,000); more are split into
     /// several pushes.
     pub refs_per_push: usize,
     /// Most bytes of objects one `git push` sends (`max_push_size`, default 2 GiB, GitHub's
