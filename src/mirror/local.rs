@@ -61,7 +61,7 @@ impl LocalRepo {
             path: self.path.clone(),
             source,
         };
-        let mut out = LocalRefs::default();
+        let mut refs = Vec::new();
         for reference in self.repo.references().map_err(refs_error)? {
             let reference = reference.map_err(refs_error)?;
             let Some(target) = reference.target() else {
@@ -71,16 +71,21 @@ impl LocalRepo {
                 continue; // git refuses to push such names anyway
             };
             if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
-                out.refs.insert(name.to_owned(), target);
+                refs.push((name.to_owned(), target));
             }
         }
-        out.default_branch = self
+        let default_branch = self
             .repo
             .find_reference("HEAD")
             .ok()
             .and_then(|head| head.symbolic_target().ok().flatten().map(str::to_owned))
             .filter(|target| target.starts_with("refs/heads/"));
-        Ok(out)
+        Ok(LocalRefs {
+            // Built at once from the collected pairs (sorted first), without comparing
+            // names at each insertion.
+            refs: refs.into_iter().collect(),
+            default_branch,
+        })
     }
 
     fn peel_to_commit(&self, oid: Oid) -> Option<Oid> {

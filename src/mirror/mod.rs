@@ -525,10 +525,11 @@ async fn push_in_batches(
     Ok(stale)
 }
 
-/// The local repository, open, and its refs as read.
+/// The local repository, open, its refs as read and their [`fingerprint`].
 struct LocalRead {
     repo: LocalRepo,
     refs: refdiff::LocalRefs,
+    fingerprint: String,
 }
 
 /// Reads the remote's refs and the local ones at the same time (the local read on a
@@ -538,10 +539,17 @@ async fn read_refs(
     mirror: &Mirror,
 ) -> Result<(BTreeMap<String, Oid>, LocalRead), UpdateError> {
     let repo_path = mirror.repo.clone();
+    let branches = mirror.branches.clone();
+    // The fingerprint too is taken here, off the path that waits for the remote.
     let local = tokio::task::spawn_blocking(move || {
         let repo = LocalRepo::open(&repo_path)?;
         let refs = repo.refs()?;
-        Ok::<_, LocalError>(LocalRead { repo, refs })
+        let fingerprint = fingerprint(&refs, &branches);
+        Ok::<_, LocalError>(LocalRead {
+            repo,
+            refs,
+            fingerprint,
+        })
     });
     let (listed, local) = tokio::join!(remote.list_refs(), local);
     let listed = listed?;
@@ -559,14 +567,17 @@ async fn plan_locally(
     let keep_divergent_refs = mirror.keep_divergent_refs;
     let prune = mirror.prune;
     let job = tokio::task::spawn_blocking(move || {
-        let LocalRead { repo, refs } = local;
+        let LocalRead {
+            repo,
+            refs,
+            fingerprint,
+        } = local;
         let policy = Policy {
             branches: &branches,
             keep_divergent_refs,
             prune,
         };
         let plan = refdiff::plan(&refs, &remote_refs, policy, &repo);
-        let fingerprint = fingerprint(&refs, &branches);
         (plan, refs.default_branch, fingerprint, remote_refs)
     });
     job.await.map_err(|_| UpdateError::Panicked)
@@ -574,10 +585,12 @@ async fn plan_locally(
 
 /// Returns a digest of the refs `branches` mirrors, stable across runs and versions.
 pub fn fingerprint(local: &refdiff::LocalRefs, branches: &crate::config::BranchFilter) -> String {
+    use std::fmt::Write as _;
     let mut text = String::new();
     for (name, oid) in &local.refs {
         if refdiff::is_mirrored(name, branches, local.default_branch.as_deref()) {
-            text.push_str(&format!("{oid} {name}\n"));
+            // Writing to a String cannot fail.
+            let _ = writeln!(text, "{oid} {name}");
         }
     }
     Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())

@@ -124,8 +124,14 @@ fn creates_and_updates(
     mirrored: &dyn Fn(&str) -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
-    for (name, &new) in local.refs.iter().filter(|(name, _)| mirrored(name)) {
-        let Some(&old) = remote.get(name) else {
+    for (name, new, old) in joined(&local.refs, remote) {
+        let Some(new) = new else {
+            continue; // only on the remote: see `deletes`
+        };
+        if !mirrored(name) {
+            continue;
+        }
+        let Some(old) = old else {
             plan.updates.push(RefUpdate {
                 refname: name.clone(),
                 kind: UpdateKind::Create,
@@ -178,8 +184,11 @@ fn deletes(
         return Vec::new();
     }
     let mut deletes = Vec::new();
-    for (name, &old) in remote {
-        if local.refs.contains_key(name) || !mirrored(name) {
+    for (name, new, old) in joined(&local.refs, remote) {
+        let (None, Some(old)) = (new, old) else {
+            continue;
+        };
+        if !mirrored(name) {
             continue;
         }
         let delete = match policy.prune {
@@ -197,6 +206,31 @@ fn deletes(
         }
     }
     deletes
+}
+
+/// Walks `local` and `remote` together in ref order, yielding each name with its local and
+/// remote value: one linear pass, where a lookup per ref would compare names (which share
+/// long prefixes) log n times each.
+fn joined<'a>(
+    local: &'a BTreeMap<String, Oid>,
+    remote: &'a BTreeMap<String, Oid>,
+) -> impl Iterator<Item = (&'a String, Option<Oid>, Option<Oid>)> {
+    let mut local = local.iter().peekable();
+    let mut remote = remote.iter().peekable();
+    std::iter::from_fn(move || match (local.peek(), remote.peek()) {
+        (Some((l, _)), Some((r, _))) => match l.cmp(r) {
+            std::cmp::Ordering::Less => local.next().map(|(n, &o)| (n, Some(o), None)),
+            std::cmp::Ordering::Greater => remote.next().map(|(n, &o)| (n, None, Some(o))),
+            std::cmp::Ordering::Equal => {
+                let (name, &new) = local.next()?;
+                let (_, &old) = remote.next()?;
+                Some((name, Some(new), Some(old)))
+            }
+        },
+        (Some(_), None) => local.next().map(|(n, &o)| (n, Some(o), None)),
+        (None, Some(_)) => remote.next().map(|(n, &o)| (n, None, Some(o))),
+        (None, None) => None,
+    })
 }
 
 /// Returns GitLab's exact `last_error` for diverged refs, naming at most 100 of them.

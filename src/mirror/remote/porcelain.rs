@@ -424,7 +424,9 @@ pub(super) fn collect_results(
 /// Returns the refs of `git ls-remote --symref` output: branches and tags only, without peeled
 /// `^{}` entries and without any ref reported as symbolic.
 pub(super) fn parse_ls_remote(stdout: &str) -> Result<RemoteRefs, String> {
-    let mut refs = BTreeMap::new();
+    // Collected in order, then built at once: git lists refs sorted, and building a map from
+    // sorted pairs costs no name comparisons beyond one check of the order.
+    let mut refs = Vec::new();
     let mut symbolic = BTreeSet::new();
     for line in stdout.lines() {
         if line.is_empty() {
@@ -447,8 +449,9 @@ pub(super) fn parse_ls_remote(stdout: &str) -> Result<RemoteRefs, String> {
         }
         let oid = Oid::from_str(oid)
             .map_err(|_| format!("unexpected object name in git ls-remote output: {line:?}"))?;
-        refs.insert(name.to_owned(), oid);
+        refs.push((name.to_owned(), oid));
     }
+    let mut refs: BTreeMap<String, Oid> = refs.into_iter().collect();
     for name in &symbolic {
         refs.remove(name);
     }
