@@ -138,9 +138,10 @@ impl Scratch {
         }
     }
 
-    /// Makes `refs` the only tracking refs (under [`TRACKING_NAMESPACE`]) of the scratch
-    /// repository, as loose refs: git rewrites or removes each after the push, which for a
-    /// packed ref means rewriting `packed-refs` once per ref.
+    /// Makes `refs` the only loose tracking refs (under [`TRACKING_NAMESPACE`]) of the
+    /// scratch repository: for refs that git removes after the push, which for a packed ref
+    /// means rewriting `packed-refs` once per ref. (Tracking refs that git only rewrites
+    /// are staged packed, with [`Scratch::stage`].)
     pub fn stage_tracking(&self, refs: &[(String, Oid)]) -> Result<(), ScratchError> {
         self.write_tracking(refs).map_err(|e| self.error(e))
     }

@@ -77,9 +77,10 @@ pub(super) struct StagedPushPlan {
     /// The refs of the scratch repository: each create, fast-forward and forced update at
     /// its new value.
     pub(super) staged: Vec<(String, Oid)>,
-    /// The tracking refs that the leases come from (bare `--force-with-lease`), staged loose:
-    /// git updates or deletes each after the push, and deleting a packed ref rewrites the
-    /// whole `packed-refs` file, once per ref.
+    /// The tracking refs of deletes that the leases come from (bare `--force-with-lease`),
+    /// staged loose: git deletes each after the push, and deleting a packed ref rewrites the
+    /// whole `packed-refs` file, once per ref. Those of the other updates are in `staged`
+    /// (see [`stage_tracking`]).
     pub(super) tracking: Vec<(String, Oid)>,
     pub(super) invalid: Vec<RefResult>,
 }
@@ -101,9 +102,7 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
     if by_tracking {
         plan.leases.push("--force-with-lease".to_owned());
         for update in updates {
-            if let Some(old) = update.old {
-                plan.tracking.push((tracking_ref(&update.refname), old));
-            }
+            stage_tracking(&mut plan, update);
         }
     }
     let mut deletes = Vec::new();
@@ -183,9 +182,7 @@ pub(super) fn plan_pruning_push(
         .map(|(name, oid)| (name.as_str(), *oid))
         .collect();
     for update in updates {
-        if let Some(old) = update.old {
-            plan.tracking.push((tracking_ref(&update.refname), old));
-        }
+        stage_tracking(&mut plan, update);
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
                 kept.remove(update.refname.as_str());
@@ -208,6 +205,21 @@ pub(super) fn plan_pruning_push(
     plan.staged
         .extend(kept.into_iter().map(|(name, oid)| (name.to_owned(), oid)));
     plan
+}
+
+/// Stages the tracking ref that `update`'s lease comes from (none for a create: the ref must
+/// not exist). A delete's is loose (see [`StagedPushPlan::tracking`]); any other's is packed
+/// with the staged refs: git writes a loose tracking ref over it after the push, and
+/// writing a thousand loose refs first, as git does after, cost as much again.
+fn stage_tracking(plan: &mut StagedPushPlan, update: &RefUpdate) {
+    let Some(old) = update.old else {
+        return;
+    };
+    let tracking = (tracking_ref(&update.refname), old);
+    match update.kind {
+        UpdateKind::Delete => plan.tracking.push(tracking),
+        _ => plan.staged.push(tracking),
+    }
 }
 
 /// Returns true, noting its namespace, if `refname` is a branch or a tag: the only refs a
