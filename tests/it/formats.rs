@@ -111,6 +111,9 @@ fn sha256_mirror_every_kind_of_change(env: &TestEnv, remote: &Path, url: &str) {
     let rewritten = env.make_commit_on(&local, Some(&c1), "rewrite");
     env.set_ref(&local, "refs/heads/develop", &rewritten);
     env.delete_ref(&local, "refs/heads/feature");
+    // libgit2 then reads SHA-256 packs, packed refs and a commit-graph, not loose objects.
+    env.git(&local, &["gc", "--quiet"]);
+    assert!(local.join("packed-refs").exists() && !packs(&local).is_empty());
     let out = env.pushmirror_with_env(&[("RUST_LOG", "pushmirror=debug")], &["update", "m"]);
     out.assert_success();
     assert!(
