@@ -16,18 +16,23 @@ use std::path::Path;
 
 use git2::{ObjectFormat, Oid};
 
+/// A string that is not a whole object name (the callers say where it was read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an object name of 40 or 64 hex digits")]
+pub struct NotAnObjectName;
+
 /// Returns the object named by `hex`: exactly 40 hex digits (SHA-1) or 64 (SHA-256), either
-/// case; `None` for anything else.
-pub fn parse_hex(hex: &str) -> Option<Oid> {
+/// case. A `Result`, as `Oid::from_str` returns, so that a call site changes in one place.
+pub fn parse_hex(hex: &str) -> Result<Oid, NotAnObjectName> {
     if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+        return Err(NotAnObjectName);
     }
     let format = match hex.len() {
         40 => ObjectFormat::Sha1,
         64 => ObjectFormat::Sha256,
-        _ => return None,
+        _ => return Err(NotAnObjectName),
     };
-    Oid::from_str_ext(hex, format).ok()
+    Oid::from_str_ext(hex, format).map_err(|_| NotAnObjectName)
 }
 
 /// Returns the object format of the repository whose git directory is `git_dir`, as its own
@@ -78,7 +83,7 @@ mod tests {
             &"a".repeat(63),
             &"a".repeat(65),
         ] {
-            assert_eq!(parse_hex(bad), None, "{bad:?}");
+            assert_eq!(parse_hex(bad), Err(NotAnObjectName), "{bad:?}");
         }
     }
 

@@ -287,7 +287,7 @@ impl LocalGit<'_> {
             .await?;
         let chain: Vec<Oid> = out
             .lines()
-            .filter_map(|line| parse_hex(line.trim()))
+            .filter_map(|line| parse_hex(line.trim()).ok())
             .collect();
         // Binary search for the last commit whose objects fit: sizes grow along the line.
         let (mut lo, mut hi) = (0usize, chain.len());
@@ -339,7 +339,7 @@ impl LocalGit<'_> {
         let mut best = (Oid::ZERO_SHA1, 0u64);
         for line in sizes.lines() {
             if let Some((oid, size)) = line.split_once(' ')
-                && let (Some(oid), Ok(size)) = (parse_hex(oid), size.trim().parse::<u64>())
+                && let (Ok(oid), Ok(size)) = (parse_hex(oid), size.trim().parse::<u64>())
                 && size > best.1
             {
                 best = (oid, size);

@@ -448,7 +448,7 @@ pub(super) fn parse_ls_remote(stdout: &str) -> Result<RemoteRefs, String> {
             continue;
         }
         let oid = crate::mirror::oid::parse_hex(oid)
-            .ok_or_else(|| format!("unexpected object name in git ls-remote output: {line:?}"))?;
+            .map_err(|_| format!("unexpected object name in git ls-remote output: {line:?}"))?;
         refs.push((name.to_owned(), oid));
     }
     let mut refs: BTreeMap<String, Oid> = refs.into_iter().collect();
