@@ -16,6 +16,7 @@ pub mod guard;
 pub mod job;
 pub mod lfs;
 pub mod local;
+pub mod oid;
 pub mod preview;
 pub mod refdiff;
 pub mod remote;
@@ -661,7 +662,11 @@ fn batches_by<'a>(
 fn argv_bytes(update: &RefUpdate) -> usize {
     let refspec = 41 + update.refname.len() + 1;
     let lease = match update.kind {
-        UpdateKind::Force | UpdateKind::Delete => 19 + update.refname.len() + 1 + 40 + 1,
+        UpdateKind::Force | UpdateKind::Delete => {
+            // The lease's object name: 40 hex digits, 64 in a SHA-256 repository.
+            let hex = update.old.map_or(40, |oid| 2 * oid.as_bytes().len());
+            19 + update.refname.len() + 1 + hex + 1
+        }
         UpdateKind::Create | UpdateKind::FastForward => 0,
     };
     refspec + lease

@@ -28,6 +28,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::Pusher;
+use crate::mirror::oid::parse_hex;
 use crate::mirror::refdiff::{RefUpdate, UpdateKind};
 use crate::mirror::remote::{PushReport, RefOutcome, RefResult, Remote, RemoteError};
 
@@ -286,7 +287,7 @@ impl LocalGit<'_> {
             .await?;
         let chain: Vec<Oid> = out
             .lines()
-            .filter_map(|line| Oid::from_str(line.trim()).ok())
+            .filter_map(|line| parse_hex(line.trim()).ok())
             .collect();
         // Binary search for the last commit whose objects fit: sizes grow along the line.
         let (mut lo, mut hi) = (0usize, chain.len());
@@ -338,7 +339,7 @@ impl LocalGit<'_> {
         let mut best = (Oid::ZERO_SHA1, 0u64);
         for line in sizes.lines() {
             if let Some((oid, size)) = line.split_once(' ')
-                && let (Ok(oid), Ok(size)) = (Oid::from_str(oid), size.trim().parse::<u64>())
+                && let (Ok(oid), Ok(size)) = (parse_hex(oid), size.trim().parse::<u64>())
                 && size > best.1
             {
                 best = (oid, size);

@@ -6,6 +6,7 @@ mod daemon;
 mod engine;
 mod faults;
 mod fleet;
+mod formats;
 mod hook;
 mod lfs;
 mod metrics;

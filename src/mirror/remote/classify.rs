@@ -33,6 +33,7 @@ enum FailureKind {
     KeyRefused,
     AuthRefused,
     NotFound,
+    ObjectFormat,
     ServerError,
     Locked,
     Unreachable,
@@ -94,6 +95,8 @@ fn failure_kind(lines: &[&str]) -> FailureKind {
         FailureKind::AuthRefused
     } else if any(&NOT_FOUND) || lines.iter().any(|line| is_missing_remote_path(line)) {
         FailureKind::NotFound
+    } else if has("does not support this repository's hash algorithm") {
+        FailureKind::ObjectFormat
     } else if any(&SERVER) {
         FailureKind::ServerError
     } else if lines.iter().any(|line| mentions_lock(line)) {
@@ -308,6 +311,7 @@ pub(super) fn classify_failure(
         FailureKind::KeyRefused => RemoteError::KeyRefused { detail },
         FailureKind::AuthRefused => RemoteError::AuthRefused { detail },
         FailureKind::NotFound => RemoteError::NotFound { detail },
+        FailureKind::ObjectFormat => RemoteError::ObjectFormat { detail },
         FailureKind::ServerError => RemoteError::ServerError { detail },
         FailureKind::Locked => RemoteError::Locked { detail },
         FailureKind::Unreachable => RemoteError::Unreachable { detail },
@@ -348,6 +352,15 @@ mod tests {
             FailureKind::NotFound,
             "fatal: '/tmp/rx/nope.git' does not appear to be a git repository\n\
              fatal: Could not read from remote repository.",
+        ),
+        // git 2.47 push from a SHA-256 repository to an empty SHA-1 one (or the reverse),
+        // over file:// or git://
+        (
+            "fatal: the receiving end does not support this repository's hash algorithm\n\
+             fatal: the remote end hung up unexpectedly\n",
+            FailureKind::ObjectFormat,
+            "fatal: the receiving end does not support this repository's hash algorithm\n\
+             fatal: the remote end hung up unexpectedly",
         ),
         // git daemon, missing repository
         (
@@ -571,6 +584,7 @@ mod tests {
             RemoteError::HostKeyMismatch { .. } => FailureKind::HostKeyChanged,
             RemoteError::HostKeyUnknown { .. } => FailureKind::HostKeyUnknown,
             RemoteError::NotFound { .. } => FailureKind::NotFound,
+            RemoteError::ObjectFormat { .. } => FailureKind::ObjectFormat,
             RemoteError::ServerError { .. } => FailureKind::ServerError,
             RemoteError::Locked { .. } => FailureKind::Locked,
             RemoteError::Unreachable { .. } => FailureKind::Unreachable,
@@ -583,6 +597,7 @@ mod tests {
             RemoteError::AuthRefused { detail }
             | RemoteError::KeyRefused { detail }
             | RemoteError::NotFound { detail }
+            | RemoteError::ObjectFormat { detail }
             | RemoteError::ServerError { detail }
             | RemoteError::Locked { detail }
             | RemoteError::Unreachable { detail }
@@ -695,7 +710,10 @@ mod tests {
             assert_eq!(detail_of(&error), *detail, "{stderr}");
             let permanent = matches!(
                 kind,
-                FailureKind::AuthRefused | FailureKind::KeyRefused | FailureKind::NotFound
+                FailureKind::AuthRefused
+                    | FailureKind::KeyRefused
+                    | FailureKind::NotFound
+                    | FailureKind::ObjectFormat
             );
             assert_eq!(error.is_transient(), !permanent, "{stderr}");
             let message = error.to_string();

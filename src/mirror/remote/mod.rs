@@ -202,6 +202,14 @@ pub enum RemoteError {
     NotFound { detail: String },
     #[error("cannot reach the remote: {detail}")]
     Unreachable { detail: String },
+    /// The two repositories name objects in different formats (SHA-1 and SHA-256): no push
+    /// can pass between them until one is recreated in the other's format. Permanent.
+    #[error(
+        "the remote repository's object format differs from the local repository's: {detail}; \
+         a mirror needs both in the same format (`git rev-parse --show-object-format` in each \
+         says which; create the remote with `git init --bare --object-format=<format>`)"
+    )]
+    ObjectFormat { detail: String },
     #[error("the remote server failed: {detail}")]
     ServerError { detail: String },
     #[error("the remote repository is locked: {detail}")]
@@ -242,6 +250,7 @@ impl RemoteError {
                 | RemoteError::HostKeyMismatch { .. }
                 | RemoteError::HostKeyUnknown { .. }
                 | RemoteError::NotFound { .. }
+                | RemoteError::ObjectFormat { .. }
         )
     }
 }
@@ -262,10 +271,21 @@ impl Remote<'_> {
         if !output.status.success() {
             return Err(self.failure(OPERATION, &output));
         }
-        parse_ls_remote(&output.stdout).map_err(|detail| RemoteError::Failed {
+        let listed = parse_ls_remote(&output.stdout).map_err(|detail| RemoteError::Failed {
             operation: OPERATION,
             detail: scrub_secrets(&detail, &self.secrets()),
-        })
+        })?;
+        // Checked here, before any plan: a name of the other format must not reach libgit2.
+        let local = crate::mirror::oid::repository_format(self.git_dir);
+        if let Some((name, oid)) = crate::mirror::oid::foreign_ref(&listed.refs, local) {
+            return Err(RemoteError::ObjectFormat {
+                detail: format!(
+                    "the remote's {name} is {oid}, a {} name, and the local repository is {local}",
+                    oid.object_format()
+                ),
+            });
+        }
+        Ok(listed)
     }
 
     /// Pushes `updates` in one `git push`, returning what happened to each ref.

@@ -459,7 +459,7 @@ pub(super) fn parse_ls_remote(stdout: &str) -> Result<RemoteRefs, String> {
         {
             continue;
         }
-        let oid = Oid::from_str(oid)
+        let oid = crate::mirror::oid::parse_hex(oid)
             .map_err(|_| format!("unexpected object name in git ls-remote output: {line:?}"))?;
         refs.push((name.to_owned(), oid));
     }
