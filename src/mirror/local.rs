@@ -10,6 +10,8 @@ use git2::{ObjectType, Oid, Repository};
 
 use crate::mirror::refdiff::{History, LocalRefs};
 
+mod files;
+
 /// Why the local repository could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -61,19 +63,10 @@ impl LocalRepo {
             path: self.path.clone(),
             source,
         };
-        let mut refs = Vec::new();
-        for reference in self.repo.references().map_err(refs_error)? {
-            let reference = reference.map_err(refs_error)?;
-            let Some(target) = reference.target() else {
-                continue; // symbolic
-            };
-            let Ok(name) = std::str::from_utf8(reference.name_bytes()) else {
-                continue; // git refuses to push such names anyway
-            };
-            if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
-                refs.push((name.to_owned(), target));
-            }
-        }
+        let refs = match files::branches_and_tags(self.repo.commondir()) {
+            Some(refs) => refs,
+            None => self.refs_by_libgit2().map_err(refs_error)?,
+        };
         let default_branch = self
             .repo
             .find_reference("HEAD")
@@ -86,6 +79,25 @@ impl LocalRepo {
             refs: refs.into_iter().collect(),
             default_branch,
         })
+    }
+
+    /// Returns the branches and tags as libgit2's iterator lists them: any ref storage it
+    /// reads, at some 1 µs a ref more than [`files::branches_and_tags`].
+    fn refs_by_libgit2(&self) -> Result<Vec<(String, Oid)>, git2::Error> {
+        let mut refs = Vec::new();
+        for reference in self.repo.references()? {
+            let reference = reference?;
+            let Some(target) = reference.target() else {
+                continue; // symbolic
+            };
+            let Ok(name) = std::str::from_utf8(reference.name_bytes()) else {
+                continue; // git refuses to push such names anyway
+            };
+            if name.starts_with("refs/heads/") || name.starts_with("refs/tags/") {
+                refs.push((name.to_owned(), target));
+            }
+        }
+        Ok(refs)
     }
 
     fn peel_to_commit(&self, oid: Oid) -> Option<Oid> {
