@@ -100,6 +100,14 @@ impl LocalRepo {
         Ok(refs)
     }
 
+    /// Reads one object of `refs`, so that the object database (its pack indexes) is open
+    /// before the plan asks its first ancestry question: called beside `git ls-remote`.
+    pub fn warm_up(&self, refs: &LocalRefs) {
+        if let Some(&oid) = refs.refs.values().next() {
+            let _ = self.repo.find_object(oid, None);
+        }
+    }
+
     fn peel_to_commit(&self, oid: Oid) -> Option<Oid> {
         let object = self.repo.find_object(oid, None).ok()?;
         let commit = object.peel(ObjectType::Commit).ok()?;

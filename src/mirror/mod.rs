@@ -240,6 +240,7 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
     let (scratch, first_read) =
         tokio::join!(prepare_scratch(mirror, ctx), read_refs(&remote, mirror));
     let mut first_read = Some(first_read);
+    let mut sweep = None;
     let mut report = UpdateReport {
         rejections_transient: true,
         ..UpdateReport::default()
@@ -253,6 +254,16 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
         let (remote_refs, local) = read?;
         let (plan, default_branch, fingerprint, remote_refs) =
             plan_locally(mirror, local, remote_refs).await?;
+        if sweep.is_none()
+            && let Some(scratch) = &scratch
+        {
+            // The refs of earlier pushes are deleted while this update goes on: after the
+            // reads and the plan, which want the cores, and mostly while git pushes.
+            let git_dir = scratch.git_dir().to_owned();
+            sweep = Some(tokio::task::spawn_blocking(move || {
+                Scratch::sweep(&git_dir)
+            }));
+        }
         report.fingerprint = fingerprint;
         report.divergent = plan.divergent.clone();
         debug!(
@@ -334,6 +345,9 @@ pub async fn update(mirror: &Mirror, ctx: &UpdateContext) -> Result<UpdateReport
             break;
         }
         warn!(refs = ?stale, "the remote moved while updating; reading it again");
+    }
+    if let Some(sweep) = sweep {
+        let _ = sweep.await; // a panic there lost nothing but disk space
     }
     info!(
         created = report.counts.created,
@@ -544,11 +558,13 @@ async fn read_refs(
 ) -> Result<(BTreeMap<String, Oid>, LocalRead), UpdateError> {
     let repo_path = mirror.repo.clone();
     let branches = mirror.branches.clone();
-    // The fingerprint too is taken here, off the path that waits for the remote.
+    // The fingerprint too is taken here, and the object database opened, off the path that
+    // waits for the remote.
     let local = tokio::task::spawn_blocking(move || {
         let repo = LocalRepo::open(&repo_path)?;
         let refs = repo.refs()?;
         let fingerprint = fingerprint(&refs, &branches);
+        repo.warm_up(&refs);
         Ok::<_, LocalError>(LocalRead {
             repo,
             refs,

@@ -675,3 +675,49 @@ fn many_deletes_beside_unmerged_remote_work_keep_it() {
     assert_eq!(mirrored_refs(env, &f.remote), expected);
     assert_eq!(status(env, "m")["refs_deleted"], 250);
 }
+
+/// Sets the 250 branches `f000`.. of `repo` on `oid`.
+fn many_branches_on(env: &TestEnv, repo: &Path, oid: &str) {
+    let commands: String = (0..250)
+        .map(|i| format!("update refs/heads/f{i:03} {oid}\n"))
+        .collect();
+    env.git_stdin(repo, &["update-ref", "--stdin"], &commands);
+}
+
+/// Many forced updates take their leases from tracking refs staged in the scratch
+/// repository; git writes loose tracking refs after such a push. Those of one update must
+/// not become the next update's leases: here the remote is moved back by someone else
+/// between two forced updates, and the second still lands (a stale loose ref would expect
+/// the first update's values and refuse every ref).
+#[test]
+fn many_forced_updates_in_a_row_lease_on_what_was_read_each_time() {
+    let f = fixture();
+    let env = &f.env;
+    write_config(
+        env,
+        &mirror_toml("m", &f.local, &file_url(&f.remote), "max_forced = 0"),
+    );
+    many_branches_on(env, &f.local, &f.c2);
+    update(env, "m").assert_success();
+    let first = env.make_commit_on(&f.local, Some(&f.c1), "first rewrite");
+    many_branches_on(env, &f.local, &first);
+    update(env, "m").assert_success();
+    assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
+    assert_eq!(status(env, "m")["refs_updated"], 250);
+
+    many_branches_on(env, &f.remote, &f.c2);
+    let second = env.make_commit_on(&f.local, Some(&f.c1), "second rewrite");
+    many_branches_on(env, &f.local, &second);
+    let out = update(env, "m");
+    out.assert_success();
+    assert_eq!(
+        mirrored_refs(env, &f.remote),
+        mirrored_refs(env, &f.local),
+        "{out}"
+    );
+    let s = status(env, "m");
+    assert_eq!(s["refs_updated"], 250, "{s:#}");
+    assert_eq!(s["rejected_refs"], serde_json::json!([]), "{s:#}");
+    // The loose tracking refs of the first push were moved aside and deleted.
+    assert!(!env.path("state/scratch/m.git/pushmirror-trash").exists());
+}
