@@ -616,12 +616,17 @@ fn an_object_larger_than_max_push_size_is_a_clear_permanent_error() {
     assert!(mirrored_refs(&env, &remote).is_empty());
 }
 
+/// Sets 250 branches `<prefix>000`.. of `repo` on `oid`.
+fn many_branches_on(env: &TestEnv, repo: &Path, prefix: &str, oid: &str) {
+    let commands: String = (0..250)
+        .map(|i| format!("update refs/heads/{prefix}{i:03} {oid}\n"))
+        .collect();
+    env.git_stdin(repo, &["update-ref", "--stdin"], &commands);
+}
+
 /// Sets 250 remote-only branches `gone000`.. on `oid` (merged into local main).
 fn many_remote_only_branches(env: &TestEnv, remote: &Path, oid: &str) {
-    let commands: String = (0..250)
-        .map(|i| format!("create refs/heads/gone{i:03} {oid}\n"))
-        .collect();
-    env.git_stdin(remote, &["update-ref", "--stdin"], &commands);
+    many_branches_on(env, remote, "gone", oid);
 }
 
 /// Many deletes are pushed with `--prune` from a scratch repository holding every ref the
@@ -676,14 +681,6 @@ fn many_deletes_beside_unmerged_remote_work_keep_it() {
     assert_eq!(status(env, "m")["refs_deleted"], 250);
 }
 
-/// Sets the 250 branches `f000`.. of `repo` on `oid`.
-fn many_branches_on(env: &TestEnv, repo: &Path, oid: &str) {
-    let commands: String = (0..250)
-        .map(|i| format!("update refs/heads/f{i:03} {oid}\n"))
-        .collect();
-    env.git_stdin(repo, &["update-ref", "--stdin"], &commands);
-}
-
 /// Many forced updates take their leases from tracking refs staged in the scratch
 /// repository; git writes loose tracking refs after such a push. Those of one update must
 /// not become the next update's leases: here the remote is moved back by someone else
@@ -697,17 +694,17 @@ fn many_forced_updates_in_a_row_lease_on_what_was_read_each_time() {
         env,
         &mirror_toml("m", &f.local, &file_url(&f.remote), "max_forced = 0"),
     );
-    many_branches_on(env, &f.local, &f.c2);
+    many_branches_on(env, &f.local, "f", &f.c2);
     update(env, "m").assert_success();
     let first = env.make_commit_on(&f.local, Some(&f.c1), "first rewrite");
-    many_branches_on(env, &f.local, &first);
+    many_branches_on(env, &f.local, "f", &first);
     update(env, "m").assert_success();
     assert_eq!(mirrored_refs(env, &f.remote), mirrored_refs(env, &f.local));
     assert_eq!(status(env, "m")["refs_updated"], 250);
 
-    many_branches_on(env, &f.remote, &f.c2);
+    many_branches_on(env, &f.remote, "f", &f.c2);
     let second = env.make_commit_on(&f.local, Some(&f.c1), "second rewrite");
-    many_branches_on(env, &f.local, &second);
+    many_branches_on(env, &f.local, "f", &second);
     let out = update(env, "m");
     out.assert_success();
     assert_eq!(
