@@ -433,7 +433,7 @@ impl StateStore {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(UpdateLock { _file: file })),
+            Ok(()) => Ok(Some(UpdateLock { file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(source)) => Err(StateError::Lock { path, source }),
         }
@@ -444,7 +444,18 @@ impl StateStore {
 /// dies).
 #[derive(Debug)]
 pub struct UpdateLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for UpdateLock {
+    /// Unlocks before the file is closed. An `flock` belongs to the open file, which every
+    /// child forked meanwhile (git, for another mirror's update) shares until its `exec`:
+    /// closing our descriptor alone left the lock held by such a child, and the mirror's
+    /// next update found it busy ("another process was updating this mirror"). An explicit
+    /// unlock releases it for every copy.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 #[cfg(test)]
@@ -601,5 +612,62 @@ mod tests {
         assert!(store.try_lock(&n).expect("lock").is_none());
         drop(held);
         assert!(store.try_lock(&n).expect("lock").is_some());
+    }
+
+    /// A child forked while the lock was held, and not yet at its `exec`, does not keep the
+    /// lock once it is dropped (it did when the lock was released by closing the file).
+    #[test]
+    fn a_child_forked_while_the_lock_was_held_does_not_keep_it() {
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::process::CommandExt as _;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("open store");
+        let n = name("app");
+        let held = store.try_lock(&n).expect("lock").expect("free");
+        let (gate_read, mut gate_write) = std::io::pipe().expect("pipe");
+        let gate = gate_read.as_raw_fd();
+        let mut child = std::process::Command::new("true");
+        // SAFETY: the hook only calls read(2), which is async-signal-safe.
+        unsafe {
+            child.pre_exec(move || {
+                let mut byte = 0u8;
+                libc::read(gate, (&raw mut byte).cast(), 1);
+                Ok(())
+            });
+        }
+        // Held between fork and exec until the gate opens, with a copy of every descriptor.
+        let spawner = std::thread::spawn(move || child.status().expect("run true"));
+        let lock_file = dir.path().join(MIRRORS_DIR).join("app.lock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !another_process_has_open(&lock_file) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never forked"
+            );
+            std::thread::yield_now();
+        }
+        drop(held);
+        let again = store.try_lock(&n).expect("lock");
+        gate_write.write_all(b"x").expect("open the gate");
+        drop(gate_read);
+        assert!(spawner.join().expect("spawner").success());
+        assert!(again.is_some(), "a forked child kept the lock");
+    }
+
+    /// Returns true if a process other than this one has `path` open.
+    fn another_process_has_open(path: &Path) -> bool {
+        let me = std::process::id().to_string();
+        let Ok(processes) = fs::read_dir("/proc") else {
+            return false;
+        };
+        processes.flatten().any(|p| {
+            p.file_name().to_str().is_some_and(|pid| pid != me)
+                && fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                    fds.flatten()
+                        .any(|fd| fs::read_link(fd.path()).is_ok_and(|target| target == path))
+                })
+        })
     }
 }
