@@ -626,8 +626,16 @@ mod tests {
         let store = StateStore::open(dir.path()).expect("open store");
         let n = name("app");
         let held = store.try_lock(&n).expect("lock").expect("free");
-        let (gate_read, mut gate_write) = std::io::pipe().expect("pipe");
+        let (gate_read, gate_write) = std::io::pipe().expect("pipe");
         let gate = gate_read.as_raw_fd();
+        // Opens the gate however the test ends, so the child never waits forever.
+        struct Gate(std::io::PipeWriter);
+        impl Drop for Gate {
+            fn drop(&mut self) {
+                let _ = self.0.write_all(b"x");
+            }
+        }
+        let gate_write = Gate(gate_write);
         let mut child = std::process::Command::new("true");
         // SAFETY: the hook only calls read(2), which is async-signal-safe.
         unsafe {
@@ -650,7 +658,7 @@ mod tests {
         }
         drop(held);
         let again = store.try_lock(&n).expect("lock");
-        gate_write.write_all(b"x").expect("open the gate");
+        drop(gate_write);
         drop(gate_read);
         assert!(spawner.join().expect("spawner").success());
         assert!(again.is_some(), "a forked child kept the lock");
