@@ -21,6 +21,10 @@
 //! - its `shallow` file, copied at each update, without which git would walk into commits a
 //!   shallow repository lacks.
 //!
+//! Its own `hooks/pre-push` (the only hooks git runs for it: `core.hooksPath`) checks the
+//! leases of a push against what the remote advertised (`pushmirror-leases`, see
+//! [`Scratch::stage_leases`]); git checks each `--force-with-lease` against every remote ref.
+//!
 //! The directory is kept between updates (the per-mirror lock keeps two updates of one
 //! mirror apart); every file in it is rewritten at each update, so nothing there outlives
 //! the real repository's state.
@@ -75,6 +79,30 @@ fn unique_suffix() -> String {
         .map_or(0, |d| d.as_nanos());
     format!("{}-{nanos}", std::process::id())
 }
+
+/// The scratch repository's hooks directory (its `core.hooksPath` for pushes whose leases
+/// the hook checks), its `pre-push` hook, and the two files that hook reads and writes, all
+/// relative to the git directory.
+const HOOKS: &str = "hooks";
+const LEASES: &str = "pushmirror-leases";
+const REFUSED: &str = "pushmirror-refused";
+
+/// The `pre-push` hook that checks the leases of a push (see `remote::porcelain::Leases::Hook`).
+/// git gives it one line per ref the push would change, `<local ref> <local oid> <remote ref>
+/// <remote oid>` (the remote value as advertised, zeros for none), before it sends anything;
+/// `pushmirror-leases` holds `<ref> <old>` per planned ref (`-`: absent). Any ref outside the
+/// leases or at another value refuses the push and is named in `pushmirror-refused`. git
+/// runs it with its own working directory, so it finds its files from its own path.
+const PRE_PUSH: &str = r#"#!/bin/sh
+# Written by pushmirror: refuses this push unless the remote holds what was planned.
+cd "${0%/*}/.." || exit 2
+exec awk '
+BEGIN { while ((getline line < "pushmirror-leases") > 0) { split(line, f, " "); lease[f[1]] = f[2] } }
+{ old = ($4 ~ /^0+$/) ? "-" : $4 }
+!($3 in lease) || lease[$3] != old { print $3 > "pushmirror-refused"; refused = 1 }
+END { exit refused }
+'
+"#;
 
 /// The header of a `packed-refs` file whose lines are sorted: git then reads it by binary
 /// search and merges it in order, without sorting it itself.
@@ -195,6 +223,53 @@ impl Scratch {
         Ok(())
     }
 
+    /// Writes the leases that the `pre-push` hook checks, `(ref, value the remote must
+    /// have advertised)`, and the hook, and forgets what an earlier push refused. Returns
+    /// false if git would not run the hook: git skips a hook it may not execute (a
+    /// `noexec` file system), and the push would then go unchecked.
+    pub fn stage_leases(&self, leases: &[(String, Option<Oid>)]) -> Result<bool, ScratchError> {
+        self.write_leases(leases).map_err(|e| self.error(e))?;
+        Ok(executable(&self.git_dir.join(HOOKS).join("pre-push")))
+    }
+
+    fn write_leases(&self, leases: &[(String, Option<Oid>)]) -> std::io::Result<()> {
+        let mut text = String::with_capacity(leases.len() * 72);
+        for (name, old) in leases {
+            text.push_str(name);
+            text.push(' ');
+            match old {
+                Some(oid) => text.push_str(&oid.to_string()),
+                None => text.push('-'),
+            }
+            text.push('\n');
+        }
+        write_file(&self.git_dir.join(LEASES), text.as_bytes())?;
+        let hooks = self.git_dir.join(HOOKS);
+        std::fs::create_dir_all(&hooks)?;
+        let hook = hooks.join("pre-push");
+        if std::fs::read(&hook).ok().as_deref() != Some(PRE_PUSH.as_bytes()) {
+            write_file(&hook, PRE_PUSH.as_bytes())?;
+            std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        match std::fs::remove_file(self.git_dir.join(REFUSED)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns the hooks directory, absolute, for `core.hooksPath`.
+    pub fn hooks_dir(&self) -> PathBuf {
+        let hooks = self.git_dir.join(HOOKS);
+        std::path::absolute(&hooks).unwrap_or(hooks)
+    }
+
+    /// Returns the refs whose lease the `pre-push` hook refused in the last push, if it
+    /// refused that push.
+    pub fn refused_leases(&self) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(self.git_dir.join(REFUSED)).ok()?;
+        Some(text.lines().map(str::to_owned).collect())
+    }
+
     /// Makes `refs` (name and value) the only refs of the scratch repository: one
     /// `packed-refs` file, sorted in byte order as its header promises, replaced whole.
     pub fn stage<'r>(
@@ -287,6 +362,16 @@ fn config_quoted(value: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Returns true if this process may execute `path`: git's own test for a hook
+/// (`access(X_OK)`), which also fails on a `noexec` file system.
+fn executable(path: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
 }
 
 /// Replaces `path` with `bytes`: a temporary file beside it, then a rename, so git never

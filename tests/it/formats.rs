@@ -86,9 +86,9 @@ fn sha256_local(env: &TestEnv) -> (PathBuf, [String; 3]) {
 }
 
 /// Mirrors a SHA-256 repository to the empty SHA-256 `remote` at `url`: a first sync, then a
-/// fast-forward, a forced update (with its lease) and a delete in one update.
+/// fast-forward, a forced update (with its lease), a new tag and a delete in one update.
 fn sha256_mirror_every_kind_of_change(env: &TestEnv, remote: &Path, url: &str) {
-    let (local, [c1, _c2, c3]) = sha256_local(env);
+    let (local, [c1, c2, c3]) = sha256_local(env);
     write_config(env, &mirror_toml("m", &local, url, ""));
 
     let out = update(env, "m");
@@ -111,28 +111,38 @@ fn sha256_mirror_every_kind_of_change(env: &TestEnv, remote: &Path, url: &str) {
     let rewritten = env.make_commit_on(&local, Some(&c1), "rewrite");
     env.set_ref(&local, "refs/heads/develop", &rewritten);
     env.delete_ref(&local, "refs/heads/feature");
+    env.set_ref(&local, "refs/tags/v2", &c4);
     // libgit2 then reads SHA-256 packs, packed refs and a commit-graph, not loose objects.
     env.git(&local, &["gc", "--quiet"]);
     assert!(local.join("packed-refs").exists() && !packs(&local).is_empty());
     let out = env.pushmirror_with_env(&[("RUST_LOG", "pushmirror=debug")], &["update", "m"]);
     out.assert_success();
     assert!(
-        out.stdout.contains("(0 created, 2 updated, 1 deleted)"),
+        out.stdout.contains("(1 created, 2 updated, 1 deleted)"),
         "{out}"
     );
+    // The leases, 64 digits each, were checked by the scratch repository's pre-push hook
+    // (with the remote's all-zero name of the new tag), which refused none.
+    let leases = fs::read_to_string(scratch(env, "m").join("pushmirror-leases")).expect("leases");
     for lease in [
-        format!("--force-with-lease=refs/heads/develop:{c3}"),
-        format!("--force-with-lease=refs/heads/feature:{c1}"),
+        format!("refs/heads/develop {c3}\n"),
+        format!("refs/heads/feature {c1}\n"),
+        format!("refs/heads/main {c2}\n"),
+        "refs/tags/v2 -\n".to_owned(),
     ] {
-        assert!(out.stderr.contains(&lease), "no {lease} in\n{out}");
+        assert!(leases.contains(&lease), "no {lease:?} in\n{leases}");
     }
+    assert!(
+        !scratch(env, "m").join("pushmirror-refused").exists(),
+        "the hook refused a lease\n{out}"
+    );
     assert_eq!(heads_and_tags(env, remote), heads_and_tags(env, &local));
     assert_eq!(env.rev_parse(remote, "refs/heads/main"), c4);
     let s = status(env, "m");
     assert_eq!(s["update_status"], "finished", "{s:#}");
     assert_eq!(
         (&s["refs_created"], &s["refs_updated"], &s["refs_deleted"]),
-        (&Value::from(0), &Value::from(2), &Value::from(1)),
+        (&Value::from(1), &Value::from(2), &Value::from(1)),
         "{s:#}"
     );
     assert_scratch_matches(env, "m", &local);

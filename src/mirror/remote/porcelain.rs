@@ -66,10 +66,32 @@ pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
     plan
 }
 
+/// How the forced updates and deletes of a push from a scratch repository carry their
+/// leases (the remote value just read, which the remote ref must still have).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Leases {
+    #[default]
+    /// One `--force-with-lease=<ref>:<old>` each: git checks every one against every remote
+    /// ref, so they cost leases x remote refs.
+    Explicit,
+    /// One bare `--force-with-lease`, from tracking refs staged beside: one lookup per
+    /// remote ref, but git then writes one loose tracking ref per pushed ref.
+    Tracking,
+    /// The scratch repository's `pre-push` hook (see `Scratch::stage_leases`) checks, for
+    /// every ref the push would change, that the remote advertised the value the plan read
+    /// (none for a create), and refuses the whole push otherwise, before anything is sent:
+    /// where git checks its own leases. Then the push is done again with git's leases, which
+    /// refuse the stale refs one by one. The patterns carry a `+`, since every ref they
+    /// change is checked.
+    Hook,
+}
+
 /// The arguments of one push from a scratch repository (see `mirror::scratch`), the refs
 /// that repository must hold for it, and the updates that cannot be pushed at all.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct StagedPushPlan {
+    pub(super) leases_by: Leases,
+    /// The options of the push: the leases git checks, `--prune`.
     pub(super) leases: Vec<String>,
     /// The pattern refspecs of the namespaces that `staged` has refs in, then one `:<ref>`
     /// per delete.
@@ -82,24 +104,29 @@ pub(super) struct StagedPushPlan {
     /// whole `packed-refs` file, once per ref. Those of the other updates are in `staged`
     /// (see [`stage_tracking`]).
     pub(super) tracking: Vec<(String, Oid)>,
+    /// With [`Leases::Hook`]: every ref the push may change, with the value the remote must
+    /// have advertised for it (none: absent).
+    pub(super) checked: Vec<(String, Option<Oid>)>,
     pub(super) invalid: Vec<RefResult>,
 }
 
 /// Returns how `updates` are pushed from a scratch repository holding exactly their new
-/// values: non-forced pattern refspecs (`refs/heads/*:refs/heads/*`, `refs/tags/*:refs/tags/*`),
-/// so creates and fast-forwards are guarded by git's own fast-forward rule, plus a
-/// `--force-with-lease=<ref>:<old>` per forced update, which alone lets git force that ref,
-/// and per delete, pushed as `:<ref>`. Never a `+` on a pattern: that would force every ref
-/// of the namespace without a lease.
-///
-/// With `by_tracking`, the leases come instead from tracking refs staged beside (the remote
-/// values as read, under `scratch::TRACKING_NAMESPACE`) through one bare
-/// `--force-with-lease`, which leases every ref of the push on its tracking ref (none: must
-/// not exist). git checks explicit leases against every remote ref, quadratically; the
-/// tracking lookup is one per ref. The push must then name the scratch repository's remote.
-pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> StagedPushPlan {
-    let mut plan = StagedPushPlan::default();
-    if by_tracking {
+/// values: pattern refspecs (`refs/heads/*:refs/heads/*`, `refs/tags/*:refs/tags/*`) and
+/// deletes as `:<ref>`, with `leases`:
+/// - [`Leases::Explicit`] and [`Leases::Tracking`]: non-forced patterns, so creates and
+///   fast-forwards are guarded by git's own fast-forward rule, and a lease per forced update
+///   and delete, which alone lets git force that ref. No `+` on a pattern then: that would
+///   force every ref of the namespace without a lease. With tracking refs (the remote values
+///   as read, under `scratch::TRACKING_NAMESPACE`), one bare `--force-with-lease` leases
+///   every ref of the push on its tracking ref (none: must not exist), and the push must
+///   name the scratch repository's remote.
+/// - [`Leases::Hook`]: forced patterns, and every update checked by the hook.
+pub(super) fn plan_staged_push(updates: &[RefUpdate], leases: Leases) -> StagedPushPlan {
+    let mut plan = StagedPushPlan {
+        leases_by: leases,
+        ..StagedPushPlan::default()
+    };
+    if leases == Leases::Tracking {
         plan.leases.push("--force-with-lease".to_owned());
         for update in updates {
             stage_tracking(&mut plan, update);
@@ -112,8 +139,10 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
         let lease = || lease_option(update);
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
-                if !by_tracking {
-                    plan.leases.push(lease());
+                match leases {
+                    Leases::Explicit => plan.leases.push(lease()),
+                    Leases::Tracking => {}
+                    Leases::Hook => plan.checked.push((refname.clone(), update.old)),
                 }
                 deletes.push(format!(":{refname}"));
                 continue;
@@ -128,9 +157,8 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
                 });
                 continue;
             }
-            (UpdateKind::Force, Some(_)) if !by_tracking => plan.leases.push(lease()),
-            (UpdateKind::Force, Some(_)) => {}
-            (UpdateKind::Create | UpdateKind::FastForward, Some(_)) => {}
+            (UpdateKind::Force, Some(_)) if leases == Leases::Explicit => plan.leases.push(lease()),
+            (UpdateKind::Force | UpdateKind::Create | UpdateKind::FastForward, Some(_)) => {}
         }
         let (Some(new), true) = (update.new, staged_namespace(refname, &mut heads, &mut tags))
         else {
@@ -143,46 +171,62 @@ pub(super) fn plan_staged_push(updates: &[RefUpdate], by_tracking: bool) -> Stag
             });
             continue;
         };
+        if leases == Leases::Hook {
+            plan.checked.push((refname.clone(), update.old));
+        }
         plan.staged.push((refname.clone(), new));
     }
-    if heads {
-        plan.refspecs.push("refs/heads/*:refs/heads/*".to_owned());
-    }
-    if tags {
-        plan.refspecs.push("refs/tags/*:refs/tags/*".to_owned());
-    }
+    plan.refspecs = patterns(heads, tags, leases);
     plan.refspecs.extend(deletes);
     plan
+}
+
+/// Returns the pattern refspecs of the namespaces that have staged refs: forced only when
+/// the hook checks every ref they change.
+fn patterns(heads: bool, tags: bool, leases: Leases) -> Vec<String> {
+    let force = if leases == Leases::Hook { "+" } else { "" };
+    [(heads, "refs/heads/*"), (tags, "refs/tags/*")]
+        .into_iter()
+        .filter(|(staged, _)| *staged)
+        .map(|(_, pattern)| format!("{force}{pattern}:{pattern}"))
+        .collect()
 }
 
 /// Returns how `updates`, many of them deletes, are pushed from a scratch repository that
 /// holds every branch and tag the remote is expected to keep: `remote`'s refs at their
 /// values (refs outside the plan, which git then reports up to date and leaves alone), with
-/// the new values of the updates, without the deleted refs; pushed with the non-forced
-/// patterns and `--prune`, which deletes the remote refs missing from the scratch repository:
-/// exactly the planned deletes. Leases come from tracking refs (one bare
-/// `--force-with-lease`), so a ref that appeared on the remote since it was read, which the
-/// prune would delete, is refused as stale instead. git matches explicit `:<ref>` refspecs
-/// against every remote ref; this costs one pass.
+/// the new values of the updates, without the deleted refs; pushed with the patterns and
+/// `--prune`, which deletes the remote refs missing from the scratch repository: exactly the
+/// planned deletes. git matches explicit `:<ref>` refspecs against every remote ref; this
+/// costs one pass. A ref that appeared or moved on the remote since it was read, which the
+/// prune would delete or the patterns move back, is refused as stale: with
+/// [`Leases::Tracking`] (one bare `--force-with-lease`, non-forced patterns) by git, with
+/// [`Leases::Hook`] (forced patterns) by the hook, for which it is a ref outside the plan.
 pub(super) fn plan_pruning_push(
     updates: &[RefUpdate],
     remote: &BTreeMap<String, Oid>,
+    leases: Leases,
 ) -> StagedPushPlan {
     let mut plan = StagedPushPlan {
-        leases: vec!["--force-with-lease".to_owned(), "--prune".to_owned()],
-        refspecs: vec![
-            "refs/heads/*:refs/heads/*".to_owned(),
-            "refs/tags/*:refs/tags/*".to_owned(),
-        ],
+        leases_by: leases,
+        refspecs: patterns(true, true, leases),
         ..StagedPushPlan::default()
     };
+    if leases != Leases::Hook {
+        plan.leases.push("--force-with-lease".to_owned());
+    }
+    plan.leases.push("--prune".to_owned());
     let mut kept: BTreeMap<&str, Oid> = remote
         .iter()
         .filter(|(name, _)| name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
         .map(|(name, oid)| (name.as_str(), *oid))
         .collect();
     for update in updates {
-        stage_tracking(&mut plan, update);
+        if leases == Leases::Hook {
+            plan.checked.push((update.refname.clone(), update.old));
+        } else {
+            stage_tracking(&mut plan, update);
+        }
         match (update.kind, update.new) {
             (UpdateKind::Delete, _) => {
                 kept.remove(update.refname.as_str());
@@ -519,7 +563,7 @@ mod tests {
                 update("refs/tags/gone", UpdateKind::Delete, Some(a), None),
                 update("refs/notes/x", UpdateKind::Create, None, Some(a)),
             ],
-            false,
+            Leases::Explicit,
         );
         assert_eq!(
             plan.leases,
@@ -546,6 +590,70 @@ mod tests {
         );
         assert_eq!(plan.invalid.len(), 1);
         assert_eq!(plan.invalid[0].refname, "refs/notes/x");
+    }
+
+    /// With the hook's leases: forced patterns, no lease for git, and every pushed ref
+    /// checked at the value read (a create: absent), including the fast-forwards.
+    #[test]
+    fn hooked_push_plans_force_the_patterns_and_check_every_ref() {
+        let a = Oid::from_str("1111111111111111111111111111111111111111").expect("oid");
+        let b = Oid::from_str("2222222222222222222222222222222222222222").expect("oid");
+        let updates = [
+            update("refs/heads/new", UpdateKind::Create, None, Some(a)),
+            update("refs/heads/ff", UpdateKind::FastForward, Some(a), Some(b)),
+            update("refs/tags/forced", UpdateKind::Force, Some(b), Some(a)),
+            update("refs/heads/gone", UpdateKind::Delete, Some(a), None),
+            update("refs/notes/x", UpdateKind::Create, None, Some(a)),
+        ];
+        let plan = plan_staged_push(&updates, Leases::Hook);
+        assert!(plan.leases.is_empty(), "{:?}", plan.leases);
+        assert_eq!(
+            plan.refspecs,
+            [
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+                ":refs/heads/gone"
+            ]
+        );
+        assert_eq!(
+            plan.checked,
+            [
+                ("refs/heads/new".to_owned(), None),
+                ("refs/heads/ff".to_owned(), Some(a)),
+                ("refs/tags/forced".to_owned(), Some(b)),
+                ("refs/heads/gone".to_owned(), Some(a)),
+            ]
+        );
+        assert!(plan.tracking.is_empty());
+        assert_eq!(
+            plan.staged.len(),
+            3,
+            "no tracking ref staged: {:?}",
+            plan.staged
+        );
+        assert_eq!(plan.invalid.len(), 1);
+
+        let remote = BTreeMap::from([
+            ("refs/heads/ff".to_owned(), a),
+            ("refs/heads/gone".to_owned(), a),
+            ("refs/heads/outside".to_owned(), b),
+        ]);
+        let plan = plan_pruning_push(&updates[..4], &remote, Leases::Hook);
+        assert_eq!(plan.leases, ["--prune"]);
+        assert_eq!(
+            plan.refspecs,
+            ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        );
+        assert_eq!(plan.checked.len(), 4);
+        assert_eq!(
+            plan.staged,
+            [
+                ("refs/heads/ff".to_owned(), b),
+                ("refs/heads/new".to_owned(), a),
+                ("refs/heads/outside".to_owned(), b),
+                ("refs/tags/forced".to_owned(), a),
+            ]
+        );
     }
 
     #[test]
