@@ -427,6 +427,82 @@ fn lease_failure_rereads_and_retries() {
     }
 }
 
+/// A forced update and a delete whose remote refs move between the read and the push: the
+/// scratch repository's pre-push hook refuses the whole push before anything is sent, git's
+/// own leases then refuse those two refs alone (the fast-forward beside them lands), and the
+/// update reads the remote again and forces them on fresh leases. What landed meanwhile is
+/// overwritten (the mirror is not keeping divergent refs), never silently: the log says so.
+#[test]
+fn leases_refused_by_the_hook_fall_back_to_gits_and_the_update_retries() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let c1 = env.rev_parse(&local, "refs/heads/main~1");
+    let c2 = env.rev_parse(&local, "refs/heads/main");
+    let rewritten = env.make_commit_on(&local, Some(&c1), "rewrite");
+    env.set_ref(&local, "refs/heads/rewritten", &rewritten);
+    let daemon_root = env.path("srv");
+    fs::create_dir_all(&daemon_root).expect("mkdir");
+    let remote = env.bare_repo("srv/remote.git");
+    let remote_path = remote.display().to_string();
+    env.git(
+        &local,
+        &[
+            "push",
+            &remote_path,
+            &format!("{c1}:refs/heads/main"),
+            &format!("{c2}:refs/heads/rewritten"),
+            &format!("{c1}:refs/heads/gone"),
+        ],
+    );
+    let moved = env.make_commit_on(&remote, Some(&c2), "landed meanwhile");
+    let hook = env.path("access-hook");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh
+if [ \"$1\" = receive-pack ] && [ ! -e {marker} ]; then\n  touch {marker}\n  \
+             git --git-dir={remote} update-ref refs/heads/rewritten {moved}\n  \
+             git --git-dir={remote} update-ref refs/heads/gone {moved}\nfi\nexit 0\n",
+            marker = env.path("moved").display(),
+            remote = remote.display(),
+        ),
+    )
+    .expect("write hook");
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let daemon = GitDaemon::start_with_args(
+        &env,
+        &daemon_root,
+        &[&format!("--access-hook={}", hook.display())],
+    );
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &daemon.url("remote.git"), "prune = \"all\""),
+    );
+    let out = env.pushmirror_with_env(&[("RUST_LOG", "pushmirror=debug")], &["update", "m"]);
+    assert!(env.path("moved").exists(), "the hook never ran:\n{out}");
+    out.assert_success();
+    assert!(
+        out.stderr.contains("refs=2 first=\"refs/heads/gone\"")
+            && out
+                .stderr
+                .contains("remote refs moved since they were read"),
+        "the pre-push hook did not refuse the push:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("the remote moved while updating"),
+        "{out}"
+    );
+    assert_eq!(
+        mirrored_refs(&env, &remote),
+        mirrored_refs(&env, &local),
+        "{out}"
+    );
+    assert_eq!(env.rev_parse(&remote, "refs/heads/rewritten"), rewritten);
+    let s = status(&env, "m");
+    assert_eq!(s["update_status"], "finished", "{s:#}");
+    assert_eq!(s["last_error"], serde_json::Value::Null, "{s:#}");
+}
+
 /// `pushmirror update` runs in the operator's shell: a missing `password_env` variable is
 /// not blamed on "the daemon's environment".
 #[test]
