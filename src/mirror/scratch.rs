@@ -91,11 +91,14 @@ const REFUSED: &str = "pushmirror-refused";
 /// git gives it one line per ref the push would change, `<local ref> <local oid> <remote ref>
 /// <remote oid>` (the remote value as advertised, zeros for none), before it sends anything;
 /// `pushmirror-leases` holds `<ref> <old>` per planned ref (`-`: absent). Any ref outside the
-/// leases or at another value refuses the push and is named in `pushmirror-refused`. git
-/// runs it with its own working directory, so it finds its files from its own path.
+/// leases or at another value refuses the push and is named in `pushmirror-refused`; so
+/// does a machine without `awk`, with a line that names no ref (the push is then done with
+/// git's leases). git runs it with its own working directory, so it finds its files from
+/// its own path.
 const PRE_PUSH: &str = r#"#!/bin/sh
 # Written by pushmirror: refuses this push unless the remote holds what was planned.
 cd "${0%/*}/.." || exit 2
+command -v awk >/dev/null 2>&1 || { echo "(no awk)" >pushmirror-refused; exit 1; }
 exec awk '
 BEGIN { while ((getline line < "pushmirror-leases") > 0) { split(line, f, " "); lease[f[1]] = f[2] } }
 { old = ($4 ~ /^0+$/) ? "-" : $4 }

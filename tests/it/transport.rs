@@ -503,6 +503,51 @@ if [ \"$1\" = receive-pack ] && [ ! -e {marker} ]; then\n  touch {marker}\n  \
     assert_eq!(s["last_error"], serde_json::Value::Null, "{s:#}");
 }
 
+/// Without `awk` the scratch repository's hook cannot check the leases: it refuses the push
+/// saying so, and the push goes again with git's own leases, on which the forced update
+/// lands.
+#[test]
+fn without_awk_the_leases_are_gits_own() {
+    let env = TestEnv::new();
+    let local = local_repo(&env);
+    let remote = env.bare_repo("remote.git");
+    let theirs = env.make_commit_on(&remote, None, "theirs");
+    env.set_ref(&remote, "refs/heads/main", &theirs);
+    // A PATH with git alone (git finds its own programs in its exec path).
+    let bin = env.path("bin");
+    fs::create_dir_all(&bin).expect("mkdir");
+    let git = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .expect("sh runs");
+    let git = String::from_utf8(git.stdout).expect("utf-8");
+    std::os::unix::fs::symlink(git.trim(), bin.join("git")).expect("symlink git");
+    write_config(
+        &env,
+        &mirror_toml("m", &local, &format!("file://{}", remote.display()), ""),
+    );
+    let path = bin.display().to_string();
+    let out = env.pushmirror_with_env(
+        &[("PATH", &path), ("RUST_LOG", "pushmirror=debug")],
+        &["update", "m"],
+    );
+    out.assert_success();
+    let refused = env.path("state/scratch/m.git/pushmirror-refused");
+    assert_eq!(
+        fs::read_to_string(&refused).ok().as_deref(),
+        Some("(no awk)\n"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("--force-with-lease=refs/heads/main:"),
+        "{out}"
+    );
+    assert_eq!(
+        env.rev_parse(&remote, "refs/heads/main"),
+        env.rev_parse(&local, "refs/heads/main")
+    );
+}
+
 /// `pushmirror update` runs in the operator's shell: a missing `password_env` variable is
 /// not blamed on "the daemon's environment".
 #[test]
