@@ -100,7 +100,7 @@ fn walk(common_dir: &Path, dir: &str, out: &mut Vec<(String, Option<Oid>)>) -> O
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::process::Command;
 
     use super::*;
@@ -108,7 +108,7 @@ mod tests {
 
     /// Runs git in the bare repository `repo` with no user or system configuration; returns
     /// its trimmed stdout.
-    fn git(repo: &Path, args: &[&str]) -> String {
+    pub(in crate::mirror::local) fn git(repo: &Path, args: &[&str]) -> String {
         let empty = repo.with_extension("gitconfig");
         std::fs::write(&empty, "").expect("an empty config");
         let output = Command::new("git")
