@@ -293,12 +293,9 @@ impl Remote<'_> {
     /// Refs refused by our git or by the remote are results, not errors; `Err` means git could
     /// not push at all (or cannot say what happened to the refs). Pushing nothing runs no git.
     pub async fn push(&self, updates: &[RefUpdate]) -> Result<PushReport, RemoteError> {
-        const OPERATION: &str = "push";
         let plan = plan_push(updates);
         if plan.refspecs.is_empty() {
-            return Ok(PushReport {
-                results: collect_results(updates, Vec::new(), plan.invalid),
-            });
+            return Ok(nothing_pushed(updates, plan.invalid));
         }
         let args = push_args(
             None,
@@ -307,8 +304,8 @@ impl Remote<'_> {
             OsString::from(self.url.for_git()),
             plan.refspecs,
         );
-        let output = self.run_git(OPERATION, args).await?;
-        self.results_of(OPERATION, updates, &output, plan.invalid)
+        let output = self.run_git(PUSH, args).await?;
+        self.results_of(PUSH, updates, &output, plan.invalid)
     }
 
     /// Pushes `updates` in one `git push` from the scratch repository `scratch`, returning
@@ -333,7 +330,7 @@ impl Remote<'_> {
             .count();
         if leases > 0 {
             let plan = plan_staged_push(updates, Leases::Hook);
-            if let Some(report) = self.push_staged_plan(scratch, updates, plan).await? {
+            if let Some(report) = self.push_hooked(scratch, updates, plan).await? {
                 return Ok(report);
             }
         }
@@ -344,8 +341,8 @@ impl Remote<'_> {
         } else {
             Leases::Explicit
         };
-        let plan = plan_staged_push(updates, by);
-        self.pushed(self.push_staged_plan(scratch, updates, plan).await?)
+        self.push_staged_plan(scratch, updates, plan_staged_push(updates, by))
+            .await
     }
 
     /// Pushes `updates` from the scratch repository as [`Remote::push_staged`] does, deleting
@@ -358,11 +355,11 @@ impl Remote<'_> {
         remote: &BTreeMap<String, Oid>,
     ) -> Result<PushReport, RemoteError> {
         let hooked = plan_pruning_push(updates, remote, Leases::Hook);
-        let mut report = match self.push_staged_plan(scratch, updates, hooked).await? {
+        let mut report = match self.push_hooked(scratch, updates, hooked).await? {
             Some(report) => report,
             None => {
                 let plan = plan_pruning_push(updates, remote, Leases::Tracking);
-                self.pushed(self.push_staged_plan(scratch, updates, plan).await?)?
+                self.push_staged_plan(scratch, updates, plan).await?
             }
         };
         // The refs outside the plan came back up to date, and any the prune refused: only
@@ -371,37 +368,59 @@ impl Remote<'_> {
         Ok(report)
     }
 
-    /// Returns the report of a push whose leases git checked (never refused as a whole).
-    fn pushed(&self, report: Option<PushReport>) -> Result<PushReport, RemoteError> {
-        report.ok_or_else(|| RemoteError::Failed {
-            operation: "push",
-            detail: "the pre-push hook refused a push with git's own leases".to_owned(),
-        })
-    }
-
-    /// Stages `plan` in `scratch` and pushes it: to the scratch repository's remote when the
-    /// leases come from tracking refs, else to the URL. `None` when the hook refused the
-    /// leases of a [`Leases::Hook`] plan: nothing was pushed.
+    /// Stages `plan` (whose leases git checks) in `scratch` and pushes it.
     async fn push_staged_plan(
         &self,
         scratch: &Scratch,
         updates: &[RefUpdate],
         plan: StagedPushPlan,
-    ) -> Result<Option<PushReport>, RemoteError> {
-        const OPERATION: &str = "push";
+    ) -> Result<PushReport, RemoteError> {
         if plan.refspecs.is_empty() {
-            return Ok(Some(PushReport {
-                results: collect_results(updates, Vec::new(), plan.invalid),
-            }));
+            return Ok(nothing_pushed(updates, plan.invalid));
         }
-        scratch
-            .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
-            .and_then(|()| scratch.stage_tracking(&plan.tracking))?;
-        let hooked = plan.leases_by == Leases::Hook;
-        if hooked && !scratch.stage_leases(&plan.checked)? {
+        let output = self.run_staged(scratch, &plan).await?;
+        self.results_of(PUSH, updates, &output, plan.invalid)
+    }
+
+    /// Stages a [`Leases::Hook`] `plan` and its leases in `scratch` and pushes it. `None`
+    /// when the hook refused the leases, or could not run: nothing was pushed.
+    async fn push_hooked(
+        &self,
+        scratch: &Scratch,
+        updates: &[RefUpdate],
+        plan: StagedPushPlan,
+    ) -> Result<Option<PushReport>, RemoteError> {
+        if plan.refspecs.is_empty() {
+            return Ok(Some(nothing_pushed(updates, plan.invalid)));
+        }
+        if !scratch.stage_leases(&plan.checked)? {
             debug!("the scratch repository's hook cannot run here: pushing with git's leases");
             return Ok(None);
         }
+        let output = self.run_staged(scratch, &plan).await?;
+        if let Some(refused) = scratch.refused_leases() {
+            debug!(
+                refs = refused.len(),
+                first = refused.first().map(String::as_str).unwrap_or_default(),
+                "remote refs moved since they were read: pushing with git's own leases"
+            );
+            return Ok(None);
+        }
+        self.results_of(PUSH, updates, &output, plan.invalid)
+            .map(Some)
+    }
+
+    /// Stages the refs of `plan` in `scratch` and runs its push: to the scratch repository's
+    /// remote when the leases come from tracking refs, else to the URL; with the scratch
+    /// repository's hooks only, and its `pre-push` hook only for [`Leases::Hook`].
+    async fn run_staged(
+        &self,
+        scratch: &Scratch,
+        plan: &StagedPushPlan,
+    ) -> Result<GitOutput, RemoteError> {
+        scratch
+            .stage(plan.staged.iter().map(|(name, oid)| (name.as_str(), *oid)))
+            .and_then(|()| scratch.stage_tracking(&plan.tracking))?;
         let from_scratch = Remote {
             git_dir: scratch.git_dir(),
             ..self.clone()
@@ -414,22 +433,12 @@ impl Remote<'_> {
         let hooks = scratch.hooks_dir();
         let args = push_args(
             Some(&hooks),
-            hooked,
-            plan.leases,
+            plan.leases_by == Leases::Hook,
+            plan.leases.clone(),
             destination,
-            plan.refspecs,
+            plan.refspecs.clone(),
         );
-        let output = from_scratch.run_git(OPERATION, args).await?;
-        if hooked && let Some(refused) = scratch.refused_leases() {
-            debug!(
-                refs = refused.len(),
-                first = refused.first().map(String::as_str).unwrap_or_default(),
-                "remote refs moved since they were read: pushing with git's own leases"
-            );
-            return Ok(None);
-        }
-        self.results_of(OPERATION, updates, &output, plan.invalid)
-            .map(Some)
+        from_scratch.run_git(PUSH, args).await
     }
 
     /// Returns one result per update from the output of the `git push` that pushed them,
@@ -508,6 +517,16 @@ impl Remote<'_> {
         );
         debug!(operation, cause = %error, "git failed");
         error
+    }
+}
+
+/// The operation name of every push, in logs and errors.
+const PUSH: &str = "push";
+
+/// Returns the report of a push that had nothing to push: the invalid updates' results.
+fn nothing_pushed(updates: &[RefUpdate], invalid: Vec<RefResult>) -> PushReport {
+    PushReport {
+        results: collect_results(updates, Vec::new(), invalid),
     }
 }
 
@@ -1144,7 +1163,7 @@ unset GIT_QUARANTINE_PATH
             let scratch = &scratch;
             async move {
                 let plan = plan_staged_push(&updates, Leases::Hook);
-                remote.push_staged_plan(scratch, &updates, plan).await
+                remote.push_hooked(scratch, &updates, plan).await
             }
         };
         let packs = || f.env.git_in(&f.remote, &["count-objects", "-v"]);

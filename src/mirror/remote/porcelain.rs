@@ -70,9 +70,9 @@ pub(super) fn plan_push(updates: &[RefUpdate]) -> PushPlan {
 /// leases (the remote value just read, which the remote ref must still have).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Leases {
-    #[default]
     /// One `--force-with-lease=<ref>:<old>` each: git checks every one against every remote
     /// ref, so they cost leases x remote refs.
+    #[default]
     Explicit,
     /// One bare `--force-with-lease`, from tracking refs staged beside: one lookup per
     /// remote ref, but git then writes one loose tracking ref per pushed ref.
@@ -90,6 +90,7 @@ pub(super) enum Leases {
 /// that repository must hold for it, and the updates that cannot be pushed at all.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct StagedPushPlan {
+    /// Who checks the leases.
     pub(super) leases_by: Leases,
     /// The options of the push: the leases git checks, `--prune`.
     pub(super) leases: Vec<String>,
